@@ -1,0 +1,36 @@
+# The README's two commands:  `make run`  and  `make test`.
+# Each creates/refreshes .venv, installs what is needed, then runs the main job / the tests.
+# On a machine without an NVIDIA GPU, torch is pinned to the CPU build (TORCH_SPEC) so pip
+# does not pull several GB of CUDA wheels; with a GPU, pip resolves torch normally.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rlhfkit-installed
+
+.PHONY: run quick test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
+		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
+	fi
+	$(BIN)/pip install --quiet -e ".[task,test]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rlhfkit run $(ARGS)
+
+quick: $(STAMP)
+	$(BIN)/rlhfkit run --quick $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/ppo_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,89 @@
+"""Config sections shared by the stages: model, optimisation, data, logging.
+
+Every field is written once, as `Field(default, description=...)`; `--help`, the docs and
+the validation errors all come from here. Defaults follow the seed's recommended
+hyper-parameters. `extra="forbid"` everywhere: a misspelt key is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are refused, assignments re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    """Which model a stage starts from and how it is loaded."""
+
+    name_or_path: str | None = Field(
+        None,
+        description="Hugging Face hub name or local directory. Empty means: the previous "
+        "stage's output in `rlhfkit run` (required when a stage runs alone).",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer name/path if it differs from the model's.")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Weights dtype.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the checkpoint. Off unless you trust the source."
+    )
+
+
+class OptimSection(Section):
+    """Optimiser, schedule and batch shape for a gradient-based stage."""
+
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_eps: float = Field(1e-5, gt=0, description="AdamW epsilon (1e-5, as in the N+ details).")
+    epochs: float = Field(3, gt=0, description="Passes over the training data (fractions allowed).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (overrides epochs).")
+    batch_size: int = Field(4, gt=0, description="Examples per forward/backward pass (per process).")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up linearly.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip; empty disables it.")
+
+
+class DataSection(Section):
+    """Where a stage reads its data."""
+
+    path: str | None = Field(
+        None,
+        description="JSONL file (or a `datasets` name with rlhfkit[datasets]). Empty means: made by "
+        "the task in `rlhfkit run`.",
+    )
+    eval_path: str | None = Field(None, description="Held-out file; if empty, `eval_fraction` of `path` is held out.")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of `path` held out when no eval_path.")
+    max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule in docs/data.md).")
+    max_examples: int | None = Field(None, gt=0, description="Use only the first N training records (debugging).")
+
+
+class LoggingSection(Section):
+    """How a stage reports progress."""
+
+    log_every: int = Field(10, gt=0, description="Optimiser steps between metric lines.")
+    eval_every: int | None = Field(None, gt=0, description="Optimiser steps between evaluations; empty: at the end of each epoch.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard events (needs rlhfkit[tensorboard]).")
+    progress: bool = Field(True, description="Show a live progress bar.")
+
+
+def _check_accumulation(batch_size: int, micro: int, accum: int) -> None:
+    if batch_size % (micro * accum) != 0:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be a multiple of mini_batch_size × "
+            f"gradient_accumulation_steps ({micro} × {accum} = {micro * accum})"
+        )
+
+
+__all__ = [
+    "Section",
+    "ModelSection",
+    "OptimSection",
+    "DataSection",
+    "LoggingSection",
+    "_check_accumulation",
+]

@@ -1,0 +1,185 @@
+"""One config per stage (SFT, reward model, PPO), plus the run that chains them.
+
+A YAML file describes a whole run: top-level keys for the run, then a section per stage.
+`rlhfkit sft|rm|ppo --config FILE` reads the same file and runs one stage.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlhfkit.config.sections import (
+    DataSection,
+    LoggingSection,
+    ModelSection,
+    OptimSection,
+    Section,
+    _check_accumulation,
+)
+
+
+class SFTConfig(Section):
+    """Stage 1: supervised fine-tuning with a completion-only loss."""
+
+    model: ModelSection = Field(default_factory=ModelSection, description="The pretrained causal LM to fine-tune.")
+    data: DataSection = Field(default_factory=DataSection, description="Instruction data: {prompt, response} or {messages}.")
+    optim: OptimSection = Field(
+        default_factory=lambda: OptimSection(learning_rate=2e-5, epochs=3, batch_size=4),
+        description="Seed defaults: lr 2e-5, 3 epochs, batch 4.",
+    )
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
+
+
+class RewardConfig(Section):
+    """Stage 2: a scalar-head reward model trained on preference pairs (Bradley–Terry)."""
+
+    model: ModelSection = Field(
+        default_factory=ModelSection,
+        description="Initial weights: the SFT checkpoint (default in `rlhfkit run`) or any HF model.",
+    )
+    data: DataSection = Field(default_factory=DataSection, description="Preference data: {prompt, chosen, rejected[, margin]}.")
+    optim: OptimSection = Field(
+        default_factory=lambda: OptimSection(learning_rate=1e-5, epochs=1, batch_size=4),
+        description="Seed defaults: lr 1e-5, 1 epoch, batch 4.",
+    )
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability that a label is flipped (annotator disagreement).")
+    center_rewards_coefficient: float = Field(0.0, ge=0, description="Weight of mean((r_c + r_r)^2), keeping scores near 0.")
+    use_margin: bool = Field(True, description="Subtract a record's `margin` from r_c − r_r in the loss when present.")
+
+
+class GenerationSection(Section):
+    """How the policy samples responses during PPO."""
+
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature; logprobs are computed under the same scaling.")
+    top_k: int = Field(0, ge=0, description="Top-k filtering (0: off). Non-default values make logprobs differ from the sampler's.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus filtering (1.0: off).")
+    max_new_tokens: int = Field(128, gt=0, description="Response length budget.")
+    max_prompt_length: int = Field(256, gt=0, description="Prompts longer than this are left-truncated (counted).")
+
+
+class KLSection(Section):
+    """The KL penalty that keeps the policy near the reference: reward_t −= β·KL_t."""
+
+    kl_coef: float = Field(0.2, ge=0, description="β, or its initial value with the adaptive controller.")
+    adaptive: bool = Field(True, description="Ziegler et al. 2019 controller: β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon).")
+    target: float = Field(6.0, gt=0, description="Target KL (nats per response) for the adaptive controller.")
+    horizon: int = Field(10000, gt=0, description="Horizon (episodes) of the adaptive controller.")
+    estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward (Schulman 2020).")
+
+
+class RewardSourceSection(Section):
+    """Where PPO's scalar score comes from."""
+
+    model_paths: list[str] = Field(
+        default_factory=list,
+        description="Reward-model checkpoints; several form an ensemble. Empty: the RM stage's output in `rlhfkit run`.",
+    )
+    callable: str | None = Field(None, description="`module:function(prompts, responses) -> list[float]` instead of a model.")
+    ensemble: Literal["mean", "min", "uncertainty"] = Field("mean", description="How ensemble members combine (Coste et al. 2023).")
+    uncertainty_penalty: float = Field(1.0, ge=0, description="λ in mean − λ·variance for `uncertainty`.")
+    normalize: bool = Field(True, description="Shift/scale RM scores by the mean/std stored with the checkpoint.")
+    clip: float | None = Field(None, gt=0, description="Clip scores to ±clip after normalisation.")
+    missing_eos_penalty: float | None = Field(None, ge=0, description="Subtract this from the score of responses that never emit EOS.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RewardSourceSection":
+        if self.callable and self.model_paths:
+            raise ValueError("give either reward.model_paths or reward.callable, not both")
+        if self.callable and ":" not in self.callable:
+            raise ValueError(f"reward.callable must look like 'module:function', got {self.callable!r}")
+        return self
+
+
+class PPOConfig(Section):
+    """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
+
+    policy: ModelSection = Field(default_factory=ModelSection, description="Initial policy (the SFT checkpoint).")
+    reference: ModelSection = Field(default_factory=ModelSection, description="Frozen reference; empty: the initial policy.")
+    value_model: ModelSection = Field(default_factory=ModelSection, description="Critic initial weights; empty: the (first) reward model.")
+    reward: RewardSourceSection = Field(default_factory=RewardSourceSection)
+    data: DataSection = Field(default_factory=DataSection, description="Prompts: {prompt} or {messages}.")
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    kl: KLSection = Field(default_factory=KLSection)
+    logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
+
+    learning_rate: float = Field(1.41e-5, gt=0, description="Policy and value learning rate (AdamW).")
+    value_learning_rate: float | None = Field(None, gt=0, description="Critic learning rate if different.")
+    adam_eps: float = Field(1e-5, gt=0, description="AdamW epsilon.")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field("linear", description="LR annealed over the iterations.")
+    num_iterations: int = Field(100, gt=0, description="Rollout-then-update iterations.")
+    batch_size: int = Field(64, gt=0, description="Episodes (prompt, response) per iteration.")
+    mini_batch_size: int = Field(4, gt=0, description="Episodes per forward/backward pass.")
+    gradient_accumulation_steps: int = Field(16, gt=0, description="Mini-batches per optimiser step.")
+    ppo_epochs: int = Field(4, gt=0, description="Passes over each rollout batch, reshuffled each time.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    clip_range: float = Field(0.2, gt=0, description="ε of the clipped policy objective.")
+    clip_range_value: float | None = Field(0.2, gt=0, description="Value clipping around the rollout values; empty disables.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight (usually 0 in RLHF).")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
+    whiten_advantages: bool = Field(True, description="Masked whitening of advantages over the rollout batch.")
+    whiten_rewards: bool = Field(False, description="Masked whitening (no mean shift) of per-token rewards.")
+    target_kl: float | None = Field(None, gt=0, description="Stop the epoch loop early when approx-KL exceeds this.")
+    sample_every: int = Field(10, gt=0, description="Iterations between sample tables (prompt, response, score).")
+    save_every: int | None = Field(None, gt=0, description="Iterations between checkpoints; empty: only at the end.")
+
+    @model_validator(mode="after")
+    def _batch_shape(self) -> "PPOConfig":
+        _check_accumulation(self.batch_size, self.mini_batch_size, self.gradient_accumulation_steps)
+        return self
+
+
+class EvalSection(Section):
+    """Held-out evaluation of the policy before and after PPO."""
+
+    num_prompts: int = Field(64, gt=0, description="Held-out prompts to evaluate on.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature for evaluation responses.")
+    max_new_tokens: int | None = Field(None, gt=0, description="Defaults to ppo.generation.max_new_tokens.")
+
+
+class TaskSection(Section):
+    """The bundled default task (`rlhfkit run` with no config): upbeat fortune cookies."""
+
+    name: Literal["fortunes"] = Field("fortunes", description="Bundled task.")
+    base_model: Literal["default", "quick"] = Field("default", description="Which locally pretrained base model to build/reuse.")
+    num_sft_examples: int = Field(4000, gt=0, description="SFT (prompt, response) pairs cut from the corpus.")
+    num_preference_pairs: int = Field(1500, gt=0, description="Response pairs sampled from the SFT model and labelled.")
+    num_annotators: int = Field(3, gt=0, description="Simulated annotators per pair (odd: majority vote).")
+    num_ppo_prompts: int = Field(2000, gt=0, description="Prompts PPO samples from.")
+    response_tokens: int = Field(24, gt=0, description="New tokens sampled for preference pairs.")
+
+    @model_validator(mode="after")
+    def _odd(self) -> "TaskSection":
+        if self.num_annotators % 2 == 0:
+            raise ValueError("task.num_annotators must be odd so the majority vote has no ties")
+        return self
+
+
+Stage = Literal["sft", "rm", "ppo"]
+
+
+class RunConfig(Section):
+    """A whole RLHF run: SFT → reward model → PPO, then evaluation and a report."""
+
+    output_dir: str = Field("runs/{timestamp}", description="Run directory; `{timestamp}` is filled in at start.")
+    seed: int = Field(42, description="Seed for Python, NumPy and torch (per process: seed + rank·100003).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
+    stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")
+    task: TaskSection | None = Field(None, description="Bundled task that builds the base model and data; empty for your own.")
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    rm: RewardConfig = Field(default_factory=RewardConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> "RunConfig":
+        order = {"sft": 0, "rm": 1, "ppo": 2}
+        if [order[s] for s in self.stages] != sorted(order[s] for s in set(self.stages)):
+            raise ValueError(f"stages must be distinct and in the order sft, rm, ppo; got {self.stages}")
+        return self

@@ -1,0 +1,24 @@
+"""Reading one scalar per sequence from a reward (or value) model, and position ids.
+
+The score is the head's output at the last non-pad token — the response's EOS when it has one
+(N+ detail 11). Hugging Face's `*ForSequenceClassification` heads find that token through
+`config.pad_token_id`, which our loaders always set to a pad distinct from EOS; a test checks
+that a padded batch scores exactly like each sequence alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def sequence_scores(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) scalar score of each sequence (right- or left-padded)."""
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+    ).logits
+    return logits.squeeze(-1)

@@ -1,0 +1,263 @@
+"""Stage 3 — PPO: the policy is optimised against the reward model, kept near a frozen reference.
+
+Each iteration, read top to bottom in `run()`:
+  1. rollout     sample one response per prompt from the policy (stop at EOS, temperature T)
+  2. forward     logprobs (policy, reference) under T, entropy, values V(s_t) — dropout off
+  3. score       the reward source scores prompt+response text at the EOS token
+  4. rewards     r_t = −β·KL_t (+ score on the last token); GAE(γ, λ); whitened advantages
+  5. update      `ppo_epochs` passes over shuffled mini-batches: clipped policy loss, clipped
+                 value loss ×vf_coef, optional entropy bonus, gradient accumulation and clipping
+  6. KL control  β stays fixed or follows the adaptive controller (Ziegler et al. 2019)
+  7. log         TRL-named metrics, timing split, a sample table every `sample_every` iterations
+
+Implementation choices (docs/ppo.md lists each with its source): old logprobs are recomputed by
+a forward pass rather than taken from the sampler; the score is added to the last response token
+(not TRL's first pad slot); policy and critic are separate models, clipped separately.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import get_scheduler
+
+from rlhfkit.algos.kl import AdaptiveKLController, FixedKLController
+from rlhfkit.algos.losses import ppo_policy_loss, value_loss
+from rlhfkit.algos.masked import masked_mean
+from rlhfkit.config.load import ConfigError
+from rlhfkit.config.sections import ModelSection
+from rlhfkit.config.stages import PPOConfig, RunConfig
+from rlhfkit.data.records import load_records
+from rlhfkit.data.templates import render_prompt
+from rlhfkit.data.tokenize import PromptCollator, TruncationStats, tokenize_prompts
+from rlhfkit.models.load import (
+    check_model_source,
+    disable_dropout,
+    freeze,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    save_pretrained_atomic,
+)
+from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores, import_reward_callable
+from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_rollout, policy_logprobs, rollout_stats, token_values
+from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
+from rlhfkit.rollout.types import Rollout
+from rlhfkit.stages.common import StageOutput
+from rlhfkit.training.loop import make_accelerator, seed_everything
+from rlhfkit.training.metrics import MetricsWriter
+from rlhfkit.training.progress import StageProgress, console
+
+
+def _reference_section(ppo: PPOConfig) -> ModelSection:
+    return ppo.reference if ppo.reference.name_or_path else ppo.policy
+
+
+def _value_section(ppo: PPOConfig) -> ModelSection:
+    """Critic initialisation: explicit path, else the first reward model (N+ detail 18), else the policy."""
+    if ppo.value_model.name_or_path:
+        return ppo.value_model
+    source = ppo.reward.model_paths[0] if ppo.reward.model_paths else ppo.policy.name_or_path
+    return ppo.value_model.model_copy(update={"name_or_path": source})
+
+
+def validate(cfg: RunConfig) -> None:
+    """Everything that can be checked before any model is loaded."""
+    ppo = cfg.ppo
+    check_model_source(ppo.policy, "ppo.policy")
+    if not ppo.data.path:
+        raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
+    load_records(ppo.data.path, "prompts")
+    if ppo.reward.callable:
+        import_reward_callable(ppo.reward.callable)
+    elif not ppo.reward.model_paths:
+        raise ConfigError("ppo.reward: give model_paths (reward-model checkpoints) or callable")
+    for i, path in enumerate(ppo.reward.model_paths):
+        check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
+
+
+def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
+    """Prompt texts as the policy sees them (chat template applied to chat records) and their ids."""
+    records = load_records(ppo.data.path, "prompts")
+    if ppo.data.max_examples:
+        records = records[: ppo.data.max_examples]
+    stats = TruncationStats()
+    ids = tokenize_prompts(records, tokenizer, ppo.generation.max_prompt_length, stats)
+    if stats.dropped:
+        raise ConfigError(f"{ppo.data.path}: {stats.dropped} prompt(s) tokenize to nothing")
+    return [render_prompt(tokenizer, r) for r in records], ids, stats
+
+
+class PromptSampler:
+    """Cycles through the prompts in a freshly shuffled order each pass (seeded)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self, k: int) -> list[int]:
+        picked = []
+        while len(picked) < k:
+            if not self.order:
+                self.order = torch.randperm(self.n, generator=self.generator).tolist()
+            picked.append(self.order.pop())
+        return picked
+
+
+def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo: PPOConfig, generator: torch.Generator) -> dict[str, float]:
+    """`ppo_epochs` passes over shuffled mini-batches; returns mean losses and diagnostics."""
+    temperature = ppo.generation.temperature
+    step_size = ppo.mini_batch_size * ppo.gradient_accumulation_steps
+    log: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "ratio", "ratio_max", "vf_clipfrac", "entropy", "first_ratio_max_dev")}
+    policy.train()
+    value_model.train()
+    for epoch in range(ppo.ppo_epochs):
+        perm = torch.randperm(rollout.batch_size, generator=generator)
+        epoch_kl: list[float] = []
+        for step_start in range(0, rollout.batch_size, step_size):
+            for mb_start in range(step_start, step_start + step_size, ppo.mini_batch_size):
+                mb = rollout.select(perm[mb_start : mb_start + ppo.mini_batch_size])
+                mask = mb.response_mask.float()
+                logprobs, entropy = policy_logprobs(policy, mb, temperature, with_entropy=True)
+                values = token_values(value_model, mb)
+                pg_loss, pg = ppo_policy_loss(logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range)
+                vf_loss, vf = value_loss(values, mb.values, mb.returns, mask, ppo.clip_range_value)
+                mean_entropy = masked_mean(entropy, mask)
+                loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * mean_entropy
+                (loss / ppo.gradient_accumulation_steps).backward()
+                if epoch == 0 and mb_start == 0:  # the on-policy check: must be 0 with dropout off
+                    log["first_ratio_max_dev"].append(float((torch.exp(logprobs.detach() - mb.logprobs) - 1).abs().max()))
+                for key, value in (("pg_loss", pg_loss.item()), ("vf_loss", vf_loss.item()), ("clipfrac", pg["clipfrac"]),
+                                   ("approx_kl", pg["approx_kl"]), ("ratio", pg["ratio_mean"]), ("ratio_max", pg["ratio_max"]),
+                                   ("vf_clipfrac", vf["clipfrac"]), ("entropy", mean_entropy.item())):
+                    log[key].append(value)
+                epoch_kl.append(pg["approx_kl"])
+            if ppo.max_grad_norm is not None:  # policy and critic clipped separately
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), ppo.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(value_model.parameters(), ppo.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if ppo.target_kl is not None and sum(epoch_kl) / len(epoch_kl) > ppo.target_kl:
+            log.setdefault("early_stop_epoch", []).append(float(epoch + 1))
+            break
+    policy.eval()
+    value_model.eval()
+    ratios = torch.tensor(log["ratio"])
+    return {
+        "loss/policy_avg": _avg(log["pg_loss"]),
+        "loss/value_avg": _avg(log["vf_loss"]),
+        "policy/clipfrac_avg": _avg(log["clipfrac"]),
+        "policy/approxkl_avg": _avg(log["approx_kl"]),
+        "policy/first_minibatch_ratio_dev": _avg(log["first_ratio_max_dev"]),
+        "policy/entropy_train_avg": _avg(log["entropy"]),
+        "val/clipfrac_avg": _avg(log["vf_clipfrac"]),
+        "val/ratio": _avg(log["ratio"]),
+        "val/ratio_var": float(ratios.var()) if len(ratios) > 1 else 0.0,
+        "val/ratio_max": max(log["ratio_max"]) if log["ratio_max"] else 0.0,
+        "policy/epochs_run": log.get("early_stop_epoch", [float(ppo.ppo_epochs)])[0],
+    }
+
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
+    ppo = cfg.ppo
+    seed_everything(cfg.seed)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
+    device = accelerator.device
+    stage_dir.mkdir(parents=True, exist_ok=True)
+
+    # Models: policy (trained), reference (frozen), critic (trained), reward source (frozen).
+    tokenizer = load_tokenizer(ppo.policy, "ppo.policy")
+    tokenizer.padding_side = "left"
+    policy = disable_dropout(load_causal_lm(ppo.policy, tokenizer, "ppo.policy")).to(device)
+    reference = freeze(disable_dropout(load_causal_lm(_reference_section(ppo), tokenizer, "ppo.reference"))).to(device)
+    value_model = disable_dropout(load_reward_model(_value_section(ppo), tokenizer, "ppo.value_model")).to(device)
+    if ppo.reward.callable:
+        reward_source = CallableReward(ppo.reward.callable)
+    else:
+        reward_source = RewardModelEnsemble(ppo.reward.model_paths, ppo.reward, device, ppo.policy.dtype, ppo.mini_batch_size * 4)
+
+    prompt_texts, prompt_ids, prompt_stats = load_prompts(ppo, tokenizer)
+    collate = PromptCollator(tokenizer.pad_token_id)
+    sampler = PromptSampler(len(prompt_texts), cfg.seed)
+    backend = HFGenerationBackend(policy, tokenizer, ppo.generation)
+
+    steps_per_iteration = ppo.ppo_epochs * ppo.batch_size // (ppo.mini_batch_size * ppo.gradient_accumulation_steps)
+    total_steps = ppo.num_iterations * steps_per_iteration
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": ppo.learning_rate},
+         {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": ppo.value_learning_rate or ppo.learning_rate}],
+        eps=ppo.adam_eps,
+    )
+    scheduler = get_scheduler(ppo.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    kl_ctl = (AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
+              else FixedKLController(ppo.kl.kl_coef))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    console.print(f"[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} iterations × "
+                  f"{ppo.batch_size} episodes, {steps_per_iteration} optimiser steps/iteration, {total_steps} total")
+
+    samples_path = stage_dir / "samples.jsonl"
+    with MetricsWriter(stage_dir / "metrics.jsonl", "ppo", ppo.logging.tensorboard) as writer, \
+            StageProgress("PPO", ppo.num_iterations, enabled=ppo.logging.progress) as progress, \
+            open(samples_path, "a", encoding="utf-8") as samples_file:
+        for iteration in range(1, ppo.num_iterations + 1):
+            # 1. rollout
+            t0 = time.perf_counter()
+            picked = sampler.next(ppo.batch_size)
+            batch = collate([prompt_ids[i] for i in picked])
+            rollout = sample_rollout(backend, tokenizer, [prompt_texts[i] for i in picked],
+                                     batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            t1 = time.perf_counter()
+            # 2. forward passes; 3. score
+            forward_rollout(rollout, policy, reference, value_model, ppo.generation.temperature, ppo.mini_batch_size)
+            scored = reward_source.score(rollout.prompts, rollout.responses, rollout.ended_with_eos.tolist())
+            rollout.scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(device)
+            # 4. rewards and advantages under the current β
+            beta = kl_ctl.value
+            compute_rewards_and_advantages(rollout, kl_coef=beta, kl_estimator=ppo.kl.estimator, gamma=ppo.gamma,
+                                           lam=ppo.lam, whiten_rewards=ppo.whiten_rewards, whiten_advantages=ppo.whiten_advantages)
+            stats = rollout_stats(rollout, beta)
+            t2 = time.perf_counter()
+            # 5. update
+            stats.update(ppo_update(rollout, policy, value_model, optimizer, scheduler, ppo, generator))
+            t3 = time.perf_counter()
+            # 6. KL control, on the batch mean of the summed per-token KL
+            kl_ctl.update(stats["objective/kl"], ppo.batch_size)
+            # 7. log
+            stats.update({
+                "kl_coef": beta, "lr": scheduler.get_last_lr()[0], "episode": iteration * ppo.batch_size,
+                "reward/ensemble_disagreement": scored.disagreement,
+                "timing/generation": t1 - t0, "timing/scoring": t2 - t1, "timing/training": t3 - t2,
+            })
+            writer.log(iteration, stats)
+            progress.advance(score=stats["objective/scores"], kl=stats["objective/kl"], beta=beta)
+            if iteration % ppo.sample_every == 0 or iteration == 1 or iteration == ppo.num_iterations:
+                for i in range(min(4, rollout.batch_size)):
+                    samples_file.write(json.dumps({"iteration": iteration, "prompt": rollout.prompts[i],
+                                                   "response": rollout.responses[i], "score": float(rollout.scores[i])}) + "\n")
+                samples_file.flush()
+            if ppo.save_every and iteration % ppo.save_every == 0 and iteration < ppo.num_iterations:
+                _save(stage_dir, policy, value_model, tokenizer, kl_ctl, iteration)
+
+    _save(stage_dir, policy, value_model, tokenizer, kl_ctl, ppo.num_iterations)
+    final = {k: v for k, v in stats.items() if k.startswith(("objective/", "policy/", "rollout/", "kl_coef"))}
+    return StageOutput(checkpoint=stage_dir / "policy", metrics=final)
+
+
+def _save(stage_dir: Path, policy, value_model, tokenizer, kl_ctl, iteration: int) -> None:
+    """Policy (causal LM) and critic as HF checkpoints, plus the KL controller state."""
+    tokenizer.padding_side = "right"
+    save_pretrained_atomic(policy, tokenizer, stage_dir / "policy")
+    save_pretrained_atomic(value_model, tokenizer, stage_dir / "value_model")
+    tokenizer.padding_side = "left"
+    state = {"iteration": iteration, "kl_controller": kl_ctl.state_dict()}
+    tmp = stage_dir / "trainer_state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(stage_dir / "trainer_state.json")

@@ -1,0 +1,154 @@
+"""Stage 2 — reward model: a scalar head trained on preference pairs with a Bradley–Terry loss.
+
+Read top to bottom: 1. read and validate the pairs, 2. load an `AutoModelForSequenceClassification`
+(`num_labels=1`) from the SFT checkpoint or any HF model, 3. tokenize prompt+response+EOS,
+4. train on −log σ(r_chosen − r_rejected − margin) (+ optional label smoothing and centering),
+5. report loss / accuracy / mean margin on train and held-out pairs, 6. store the mean and std
+of scores on a reference set in the checkpoint's config (`rlhfkit_score_mean/std`) so PPO can
+normalise (Ziegler 2019 gain/bias; N+ detail 12), 7. save an HF checkpoint.
+
+The score is read at the last non-pad token — the EOS of the response (N+ detail 11); the
+model config's pad_token_id, distinct from EOS, is what the HF pooling uses to find it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rlhfkit.algos.losses import pairwise_loss, reward_centering_loss
+from rlhfkit.config.load import ConfigError
+from rlhfkit.config.stages import RewardConfig, RunConfig
+from rlhfkit.data.records import PreferenceExample, load_records, split_holdout
+from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
+from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.scoring import sequence_scores
+from rlhfkit.stages.common import StageOutput
+from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
+from rlhfkit.training.metrics import MetricsWriter
+
+REFERENCE_SET_SIZE = 512
+
+
+def read_preference_data(cfg: RewardConfig, seed: int) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    """Validated train and held-out pairs (raises DataError naming file, line and field)."""
+    if not cfg.data.path:
+        raise ConfigError("rm.data.path is empty: give a JSONL file of {prompt, chosen, rejected}")
+    records = load_records(cfg.data.path, "preferences")
+    if cfg.data.eval_path:
+        train, held_out = records, load_records(cfg.data.eval_path, "preferences")
+    else:
+        train, held_out = split_holdout(records, cfg.data.eval_fraction, seed)
+    if cfg.data.max_examples:
+        train = train[: cfg.data.max_examples]
+    return train, held_out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Everything that can be checked before training: the data file and the model path."""
+    read_preference_data(cfg.rm, cfg.seed)
+    check_model_source(cfg.rm.model, "rm.model")
+
+
+def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected), each (B,)."""
+    chosen = sequence_scores(model, batch["chosen_input_ids"], batch["chosen_attention_mask"])
+    rejected = sequence_scores(model, batch["rejected_input_ids"], batch["rejected_attention_mask"])
+    return chosen, rejected
+
+
+def _evaluate_pairs(model, batches, device) -> dict[str, float]:
+    chosen, rejected, margins = [], [], []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        c, r = pair_scores(model, batch)
+        chosen.append(c)
+        rejected.append(r)
+        margins.append(batch["margin"])
+    if not chosen:
+        return {}
+    c, r = torch.cat(chosen).float(), torch.cat(rejected).float()
+    loss, stats = pairwise_loss(c, r)
+    return {"loss": float(loss), "accuracy": stats["accuracy"], "margin": stats["margin"]}
+
+
+def _reference_stats(model, batches, device) -> tuple[float, float]:
+    """Mean and std of scores over up to REFERENCE_SET_SIZE responses (both sides of each pair)."""
+    scores: list[torch.Tensor] = []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores.extend(pair_scores(model, batch))
+        if sum(len(s) for s in scores) >= REFERENCE_SET_SIZE:
+            break
+    flat = torch.cat(scores).float()[:REFERENCE_SET_SIZE]
+    return float(flat.mean()), float(flat.std()) if len(flat) > 1 else 1.0
+
+
+def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
+    rm = cfg.rm
+    seed_everything(cfg.seed)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, rm.optim.gradient_accumulation_steps)
+
+    # 1. Pairs, validated before any model is loaded.
+    train_records, eval_records = read_preference_data(rm, cfg.seed)
+
+    # 2. Tokenizer and scalar-head model.
+    tokenizer = load_tokenizer(rm.model, "rm.model")
+    model = load_reward_model(rm.model, tokenizer, "rm.model")
+
+    # 3. Tokenize: prompt + response + EOS for both sides.
+    stats = TruncationStats()
+    train_data = tokenize_preferences(train_records, tokenizer, rm.data.max_length, stats)
+    eval_data = tokenize_preferences(eval_records, tokenizer, rm.data.max_length, TruncationStats())
+    collate = PreferenceCollator(tokenizer.pad_token_id)
+    bs = rm.optim.batch_size
+    eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / "data_stats.json").write_text(json.dumps(
+        {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict()}, indent=2))
+
+    # 4. The Bradley–Terry objective.
+    def loss_fn(model, batch):
+        chosen, rejected = pair_scores(model, batch)
+        margin = batch["margin"] if rm.use_margin else None
+        loss, pair_stats = pairwise_loss(chosen, rejected, margin=margin, label_smoothing=rm.label_smoothing)
+        if rm.center_rewards_coefficient > 0:
+            loss = loss + rm.center_rewards_coefficient * reward_centering_loss(chosen, rejected)
+        return loss, {"accuracy": pair_stats["accuracy"], "margin": pair_stats["margin"]}
+
+    def evaluate(model):
+        return _evaluate_pairs(model, eval_batches, accelerator.device)
+
+    # 5. Train, with held-out loss/accuracy/margin along the way.
+    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard) as writer:
+        model.to(accelerator.device).eval()
+        with torch.no_grad():
+            initial = evaluate(model)
+        if initial:
+            writer.log(0, {f"eval/{k}": v for k, v in initial.items()})
+        result = train_loop(
+            accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
+            evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer, seed=cfg.seed,
+            description="Reward model",
+        )
+
+        # 6. Normalisation statistics on a reference set, stored with the checkpoint.
+        model.eval()
+        reference = eval_batches or [collate(train_data[i : i + bs]) for i in range(0, len(train_data), bs)]
+        with torch.no_grad():
+            mean, std = _reference_stats(model, reference, accelerator.device)
+        writer.log(result.steps, {"reference/score_mean": mean, "reference/score_std": std})
+
+    # 7. Save an HF checkpoint atomically.
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.config.rlhfkit_score_mean = mean
+    unwrapped.config.rlhfkit_score_std = std
+    checkpoint = stage_dir / "model"
+    if accelerator.is_main_process:
+        save_pretrained_atomic(unwrapped, tokenizer, checkpoint)
+    metrics = {**{f"initial_{k}": v for k, v in initial.items()}, **result.last_train, **result.last_eval,
+               "reference/score_mean": mean, "reference/score_std": std}
+    return StageOutput(checkpoint=checkpoint, metrics=metrics)

@@ -1,0 +1,75 @@
+"""Metrics as JSON lines (one object per logged step), easy to plot and to `tail -f`.
+
+Names follow `group/name` (e.g. `train/loss`, `eval/accuracy`, `objective/kl`). Each line
+also carries `stage`, `step` and `time` (seconds since the writer opened). Lines are flushed
+as written, so a crash loses nothing already logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Inf; keep them visible as strings
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+class MetricsWriter:
+    """Append-only metrics.jsonl, optionally mirrored to TensorBoard."""
+
+    def __init__(self, path: Path, stage: str, tensorboard: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self._start = time.monotonic()
+        self._handle = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:  # pragma: no cover - depends on the optional extra
+                raise RuntimeError("logging.tensorboard needs `pip install rlhfkit[tensorboard]`") from err
+            self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"stage": self.stage, "step": step, "time": round(time.monotonic() - self._start, 3)}
+        record.update({k: _clean(v) for k, v in metrics.items()})
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step",):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._handle.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl (a torn last line from a crash is ignored)."""
+    records = []
+    path = Path(path)
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
