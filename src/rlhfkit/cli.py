@@ -109,6 +109,49 @@ def ppo(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = No
     _run_stage("ppo", config, set, output_dir, overwrite)
 
 
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    output_dir: OutputOpt = None,
+    overwrite: OverwriteOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (about 3 minutes on 2 CPU cores).")] = False,
+) -> None:
+    """All three stages, then evaluation and report.html. No --config: the bundled default task."""
+    from rlhfkit.config.load import default_config_path
+
+    _quiet_libraries()
+    try:
+        if config is not None and quick:
+            raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
+        path = config if config is not None else default_config_path("quick" if quick else "default")
+        cfg = _load(path, set, output_dir)
+        run_dir = resolve_output_dir(cfg)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, or choose --output-dir")
+            shutil.rmtree(run_dir)
+        from rlhfkit.pipeline import run_pipeline
+
+        summary = run_pipeline(cfg, run_dir)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    from rlhfkit.report.summary import print_run_summary
+
+    print_run_summary(summary)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finished or not).")]) -> None:
+    """(Re)write RUN_DIR/report.html with plots from the run's metrics."""
+    from rlhfkit.report.html import report_command
+
+    if not run_dir.is_dir():
+        _fail(f"{run_dir}: not a directory")
+    report_command(run_dir)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rlhfkit")
 

@@ -23,9 +23,9 @@ from transformers import (
 )
 
 from rlhfkit.config.sections import ModelSection
+from rlhfkit.data.tokenize import ensure_pad_token
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PAD_TOKEN = "<|pad|>"
 
 
 class ModelLoadError(ValueError):
@@ -36,14 +36,6 @@ def _require_path(section: ModelSection, where: str) -> str:
     if not section.name_or_path:
         raise ModelLoadError(f"{where}.name_or_path is empty: give a Hugging Face model name or local path")
     return section.name_or_path
-
-
-def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Give the tokenizer a pad token distinct from EOS. Returns True when one was added."""
-    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return False
-    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    return True
 
 
 def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,6 +51,9 @@ from rlhfkit.stages.common import StageOutput
 from rlhfkit.training.loop import make_accelerator, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.progress import StageProgress, console
+
+
+Observer = Callable[[Rollout], dict[str, float]]
 
 
 def _reference_section(ppo: PPOConfig) -> ModelSection:
@@ -166,7 +170,8 @@ def _avg(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
+def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> StageOutput:
+    """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score)."""
     ppo = cfg.ppo
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
@@ -236,6 +241,8 @@ def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
                 "reward/ensemble_disagreement": scored.disagreement,
                 "timing/generation": t1 - t0, "timing/scoring": t2 - t1, "timing/training": t3 - t2,
             })
+            if observer is not None:
+                stats.update(observer(rollout))
             writer.log(iteration, stats)
             progress.advance(score=stats["objective/scores"], kl=stats["objective/kl"], beta=beta)
             if iteration % ppo.sample_every == 0 or iteration == 1 or iteration == ppo.num_iterations:

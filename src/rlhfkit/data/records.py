@@ -1,0 +1,343 @@
+"""Reading and validating rlhfkit's data files.
+
+Every stage reads JSON Lines: one JSON object per line, UTF-8 (a leading byte-order mark
+is tolerated). Blank lines are skipped. Keys not listed below are ignored, so a file can
+carry ids, sources or scores of its own. A ``null`` value counts as a missing key for the
+optional ``margin`` only.
+
+**instructions** (SFT), either form on any line:
+
+    {"prompt": "Q: 2+2?\\nA:", "response": " 4"}
+    {"messages": [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": "2+2?"},
+                  {"role": "assistant", "content": "4"}]}
+
+The prompt/response form is raw completion text: the model sees ``prompt + response``
+exactly as written, so put your own separator (a space, a newline) in the data. In the chat
+form the last message must come from the assistant: it is the response, and the messages
+before it (at least one) are the prompt. Roles are ``system``, ``user`` and ``assistant``.
+How either form becomes text is described in ``rlhfkit.data.templates``.
+
+**preferences** (reward model):
+
+    {"prompt": "Q: 2+2?\\nA:", "chosen": " 4", "rejected": " 5", "margin": 1.0}
+
+``chosen`` and ``rejected`` continue ``prompt`` verbatim and must differ. ``margin`` is
+optional; when given it must be a finite number.
+
+**prompts** (PPO rollouts and evaluation): ``{"prompt": "..."}``, or the chat form
+``{"messages": [...]}`` that stops before the assistant's reply (its last message must not
+come from the assistant).
+
+Every text field must be a string with at least one non-whitespace character. A record
+may use the string form or the chat form, not both. Errors are raised as `DataError`, whose
+message is one line naming the file, the 1-based line and the field::
+
+    data/prefs.jsonl:17: field 'chosen': must be a non-empty string
+
+Errors about the whole file (missing file, no records) have line 0, and the line number is
+left out of the message. Anything that is not a ``.jsonl`` path (a hub dataset name, or a
+local ``.json``/``.parquet``/``.csv``) goes through the optional ``datasets`` package
+(``pip install rlhfkit[datasets]``) and is checked with the same rules, with line = row + 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROLES = ("system", "user", "assistant")
+KINDS = ("instructions", "preferences", "prompts")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InstructionExample:
+    """One SFT record: ``prompt``/``response`` strings, or chat ``messages`` ending with the response."""
+
+    prompt: str | None
+    response: str
+    messages: list[dict] | None = None
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One comparison: ``chosen`` is preferred to ``rejected`` as a continuation of ``prompt``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float | None = None
+
+
+@dataclass(frozen=True)
+class PromptExample:
+    """One prompt to generate from: a string, or chat ``messages`` without the assistant's reply."""
+
+    prompt: str | None
+    messages: list[dict] | None = None
+
+
+class DataError(ValueError):
+    """A data file (or dataset row) is unusable; ``str()`` is one ``path:line: field 'x': why`` line."""
+
+    def __init__(self, path: str | Path, line: int, field: str | None, message: str):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.message = " ".join(message.splitlines())
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line == 0 else f"{self.path}:{self.line}"
+        what = self.message if self.field is None else f"field '{self.field}': {self.message}"
+        return f"{where}: {what}"
+
+    def __reduce__(self):  # keep the four attributes through pickling (worker processes)
+        return (DataError, (self.path, self.line, self.field, self.message))
+
+
+class _FieldError(Exception):
+    """Raised by the record checkers; the reader adds the path and line."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------- field checks
+
+
+_JSON_TYPES = ((bool, "boolean"), ((int, float), "number"), (str, "string"), ((list, tuple), "array"), (dict, "object"))
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, for error messages (bool first: it is an int)."""
+    fallback = "null" if value is None else type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), fallback)
+
+
+def _text(obj: dict, key: str, field: str | None = None) -> str:
+    field = field or key
+    if key not in obj:
+        raise _FieldError(field, "missing (expected a non-empty string)")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise _FieldError(field, f"must be a non-empty string, got {_json_type(value)}")
+    if not value.strip():
+        raise _FieldError(field, "must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON allows "\ud800"; no tokenizer does
+        raise _FieldError(field, f"unpaired surrogate escape at character {e.start}") from None
+    return value
+
+
+def _margin(obj: dict) -> float | None:
+    value = obj.get("margin")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _FieldError("margin", f"must be a finite number, got {_json_type(value)}")
+    try:
+        margin = float(value)
+    except OverflowError:  # an integer too large for a float
+        margin = math.inf
+    if not math.isfinite(margin):
+        raise _FieldError("margin", f"must be a finite number, got {value}")
+    return margin
+
+
+def _messages(obj: dict, ends_with_response: bool) -> list[dict]:
+    value = obj["messages"]
+    if not isinstance(value, list) or not value:
+        got = _json_type(value) if value else "an empty array"
+        raise _FieldError("messages", f"must be a non-empty array of {{role, content}} objects, got {got}")
+    messages = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _FieldError(where, f"must be an object with 'role' and 'content', got {_json_type(message)}")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            shown = json.dumps(role)[:40] if "role" in message else "missing"
+            raise _FieldError(f"{where}.role", f"must be 'system', 'user' or 'assistant', got {shown}")
+        # Only role and content are kept: chat templates receive exactly these two keys.
+        messages.append({"role": role, "content": _text(message, "content", f"{where}.content")})
+    last = f"messages[{len(messages) - 1}].role"
+    if ends_with_response:
+        if messages[-1]["role"] != "assistant":
+            raise _FieldError(last, "the last message must come from the assistant (it is the response)")
+        if len(messages) < 2:
+            raise _FieldError("messages", "needs at least one prompt message before the assistant's response")
+    elif messages[-1]["role"] == "assistant":
+        raise _FieldError(last, "a prompt must not end with an assistant message (the policy writes that turn)")
+    return messages
+
+
+def _one_form(obj: dict, string_keys: tuple[str, ...]) -> bool:
+    """True for the chat form; refuse records that mix both forms."""
+    if "messages" not in obj:
+        return False
+    mixed = [key for key in string_keys if key in obj]
+    if mixed:
+        raise _FieldError("messages", f"give either 'messages' or {'/'.join(map(repr, string_keys))}, not both")
+    return True
+
+
+def _instruction(obj: dict) -> InstructionExample:
+    if _one_form(obj, ("prompt", "response")):
+        messages = _messages(obj, ends_with_response=True)
+        return InstructionExample(prompt=None, response=messages[-1]["content"], messages=messages)
+    return InstructionExample(prompt=_text(obj, "prompt"), response=_text(obj, "response"))
+
+
+def _preference(obj: dict) -> PreferenceExample:
+    prompt, chosen, rejected = _text(obj, "prompt"), _text(obj, "chosen"), _text(obj, "rejected")
+    if chosen == rejected:
+        raise _FieldError("rejected", "identical to 'chosen' (the pair carries no preference)")
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, margin=_margin(obj))
+
+
+def _prompt(obj: dict) -> PromptExample:
+    if _one_form(obj, ("prompt",)):
+        return PromptExample(prompt=None, messages=_messages(obj, ends_with_response=False))
+    return PromptExample(prompt=_text(obj, "prompt"))
+
+
+_PARSERS: dict[str, Callable[[dict], Any]] = {
+    "instructions": _instruction,
+    "preferences": _preference,
+    "prompts": _prompt,
+}
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _parse_row(obj: Any, parse: Callable[[dict], T], path: str, line: int) -> T:
+    if not isinstance(obj, dict):
+        raise DataError(path, line, None, f"expected a JSON object, got {_json_type(obj)}")
+    try:
+        return parse(obj)
+    except _FieldError as e:
+        raise DataError(path, line, e.field, e.message) from None
+
+
+def _read_jsonl(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, 0, None, "file not found") from None
+    except OSError as e:
+        raise DataError(path, 0, None, f"cannot read file: {e.strerror or e}") from None
+    records = []
+    # Split on b"\n" only, so line numbers match what editors and `sed -n` show.
+    for line, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:  # offset within the line
+            raise DataError(path, line, None, f"invalid UTF-8 (byte offset {e.start})") from None
+        if line == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+        records.append(_parse_row(obj, parse, str(path), line))
+    if not records:
+        raise DataError(path, 0, None, "no records (the file is empty or holds only blank lines)")
+    return records
+
+
+def read_instructions(path: str | Path) -> list[InstructionExample]:
+    """Read and check an instructions JSONL file (SFT data)."""
+    return _read_jsonl(path, _instruction)
+
+
+def read_preferences(path: str | Path) -> list[PreferenceExample]:
+    """Read and check a preferences JSONL file (reward-model data)."""
+    return _read_jsonl(path, _preference)
+
+
+def read_prompts(path: str | Path) -> list[PromptExample]:
+    """Read and check a prompts JSONL file (PPO rollouts, evaluation)."""
+    return _read_jsonl(path, _prompt)
+
+
+def load_records(source: str | Path, kind: str) -> list:
+    """Load ``kind`` records ("instructions", "preferences" or "prompts") from ``source``.
+
+    A ``.jsonl`` path is read by the readers above and needs no optional package. Anything
+    else needs ``datasets``: a local ``.json``/``.parquet``/``.csv`` file, or a hub dataset
+    name, optionally suffixed with ``:split`` (default ``train``), e.g. ``org/name:test``.
+    Each row is checked like a JSONL line; columns holding null count as absent.
+    """
+    if kind not in _PARSERS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    parse = _PARSERS[kind]
+    src = str(source)
+    if src.lower().endswith(".jsonl"):
+        return _read_jsonl(src, parse)
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            src, 0, None,
+            "only .jsonl files can be read without the optional 'datasets' package: "
+            "pip install rlhfkit[datasets] (or convert the data to JSONL)",
+        ) from None
+    name, split = (src, "train") if Path(src).exists() else _split_suffix(src)
+    builder = {".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(Path(name).suffix.lower())
+    try:
+        if builder is not None and Path(name).is_file():
+            rows = datasets.load_dataset(builder, data_files=name, split=split)
+        else:
+            rows = datasets.load_dataset(name, split=split)
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one readable line
+        raise DataError(src, 0, None, f"datasets could not load it: {type(e).__name__}: {e}") from e
+    records = []
+    for i, row in enumerate(rows):
+        present = {key: value for key, value in dict(row).items() if value is not None}
+        records.append(_parse_row(present, parse, src, i + 1))
+    if not records:
+        raise DataError(src, 0, None, f"no records in split '{split}'")
+    return records
+
+
+def _split_suffix(source: str) -> tuple[str, str]:
+    """``"org/name:test"`` -> ``("org/name", "test")``; no suffix means ``train``.
+
+    The first colon separates, so slicing splits such as ``train[:10%]`` survive.
+    """
+    name, sep, split = source.partition(":")
+    return (name, split) if sep and name and split else (source, "train")
+
+
+def split_holdout(records: Sequence[T], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Hold out ``eval_fraction`` of ``records`` at random (deterministic in ``seed``).
+
+    Returns ``(train, eval)``, each in the original order. A fraction of 0 holds out
+    nothing; a positive fraction holds out at least one record and keeps at least one for
+    training whenever there are two or more records.
+    """
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    n = len(records)
+    if eval_fraction == 0 or n < 2:
+        return list(records), []
+    n_eval = min(n - 1, max(1, round(n * eval_fraction)))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    train = [r for i, r in enumerate(records) if i not in held]
+    return train, [records[i] for i in sorted(held)]

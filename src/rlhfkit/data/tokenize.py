@@ -1,0 +1,278 @@
+"""Token ids, labels, truncation and padding for the three stages.
+
+**Boundaries.** The prompt text and the response text (see `rlhfkit.data.templates`) are
+tokenized separately with ``add_special_tokens=False``, and their ids are concatenated.
+The prompt/response boundary is then exact, and the prompt ids are the same ones PPO
+generates from. The price is that a token merge across the boundary is never formed.
+
+**EOS.** ``tokenizer.eos_token_id`` is appended to every response: SFT targets and both
+preference responses. The SFT model learns to stop, and the reward model reads its score
+at the EOS, the last non-pad token (N+ details 2 and 11). PAD must differ from EOS
+(`ensure_pad_token`). Otherwise EOS would be masked as padding (N+ detail 4).
+
+**SFT labels.** Prompt positions are labelled -100 (completion-only loss). Response tokens
+and the EOS are labelled with their own ids. The model shifts labels internally.
+
+**Truncation** to ``max_length`` tokens (prompt + response + EOS):
+
+1. If everything fits, nothing changes.
+2. The response is cut from the right. The EOS goes with it: the model must not learn to
+   stop at an artificial cut, and the reward model then scores the last kept token.
+3. The prompt is cut from the left (its end is kept, next to the response) only when it
+   would leave the response fewer than ``min(response length, max_length // 4)`` tokens.
+   It then keeps its last ``max_length - min(response length, max_length // 4)`` tokens.
+   A response shorter than a quarter of ``max_length`` therefore survives whole, EOS
+   included. For preferences the prompt is shared, so the longer response sets the cut.
+
+``TruncationStats`` counts examples seen (``total``), examples kept but cut
+(``truncated``) and examples dropped (``dropped``): a response cut to nothing, or a
+preference pair that truncation makes identical. Prompts for generation are
+left-truncated to ``max_prompt_length``.
+
+**Padding.** SFT and preference batches are padded on the right, and labels are padded
+with -100. Prompt batches are padded on the left, so that generation continues right
+after the last prompt token. Attention masks come from the true lengths.
+
+**Packing** (`pack_sft`, optional) concatenates tokenized SFT examples back to back and
+cuts them into blocks of exactly ``max_length`` tokens (the last block may be shorter).
+Caveat: attention crosses example boundaries, because CPU eager attention has no
+block-diagonal mask, so a token can attend to the unrelated example before it. The labels
+carry over, so the loss is still completion-only. The first token of a block that starts
+mid-example has no context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from rlhfkit.data.records import InstructionExample, PreferenceExample, PromptExample
+from rlhfkit.data.templates import render_chat_response, render_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # label value skipped by the cross-entropy loss
+PAD_TOKEN = "<|pad|>"
+
+
+@dataclass
+class TruncationStats:
+    """Counts over one tokenization pass; log ``as_dict()`` so silent truncation is visible."""
+
+    total: int = 0
+    truncated: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, "truncated": self.truncated, "dropped": self.dropped}
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Give ``tokenizer`` a pad token distinct from EOS; True if it changed.
+
+    When it returns True, call ``model.resize_token_embeddings(len(tokenizer))``.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; rlhfkit appends EOS to every response")
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError(f"could not add a pad token distinct from EOS {tokenizer.eos_token!r}")
+    return True
+
+
+def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; rlhfkit appends EOS to every response")
+    return tokenizer.eos_token_id
+
+
+def _check_length(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def _fit(prompt: list[int], responses: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]], bool]:
+    """Apply the truncation rule of the module docstring to a prompt and its response(s)."""
+    longest = max(len(r) for r in responses)
+    if len(prompt) + longest <= max_length:
+        return prompt, responses, False
+    prompt_budget = max_length - min(longest, max_length // 4)
+    if len(prompt) > prompt_budget:
+        prompt = prompt[len(prompt) - prompt_budget:]
+    room = max_length - len(prompt)
+    return prompt, [r[:room] for r in responses], True
+
+
+def tokenize_sft(
+    examples: Sequence[InstructionExample],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    stats: TruncationStats | None = None,
+) -> list[dict[str, list[int]]]:
+    """``{"input_ids", "labels"}`` per example; labels are -100 on the prompt."""
+    _check_length("max_length", max_length)
+    eos = _eos_id(tokenizer)
+    stats = stats if stats is not None else TruncationStats()
+    out = []
+    for example in examples:
+        stats.total += 1
+        prompt = _encode(tokenizer, render_prompt(tokenizer, example))
+        response = _encode(tokenizer, render_chat_response(tokenizer, example)) + [eos]
+        prompt, (response,), cut = _fit(prompt, [response], max_length)
+        if not response:
+            stats.dropped += 1
+            continue
+        stats.truncated += cut
+        out.append({"input_ids": prompt + response, "labels": [IGNORE_INDEX] * len(prompt) + response})
+    return out
+
+
+def pack_sft(tokenized: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """Concatenate tokenized SFT examples into blocks of ``max_length`` (see the packing caveat)."""
+    _check_length("max_length", max_length)
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for example in tokenized:
+        input_ids.extend(example["input_ids"])
+        labels.extend(example["labels"])
+    return [
+        {"input_ids": input_ids[i : i + max_length], "labels": labels[i : i + max_length]}
+        for i in range(0, len(input_ids), max_length)
+    ]
+
+
+def tokenize_preferences(
+    examples: Sequence[PreferenceExample],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    stats: TruncationStats | None = None,
+) -> list[dict]:
+    """``{"chosen_input_ids", "rejected_input_ids", "margin"}`` per pair; prompt + response + EOS."""
+    _check_length("max_length", max_length)
+    eos = _eos_id(tokenizer)
+    stats = stats if stats is not None else TruncationStats()
+    out = []
+    for example in examples:
+        stats.total += 1
+        prompt = _encode(tokenizer, render_prompt(tokenizer, example))
+        chosen = _encode(tokenizer, example.chosen) + [eos]
+        rejected = _encode(tokenizer, example.rejected) + [eos]
+        prompt, (chosen, rejected), cut = _fit(prompt, [chosen, rejected], max_length)
+        if chosen == rejected:  # cut to the same tokens (or to nothing): no preference left
+            stats.dropped += 1
+            continue
+        stats.truncated += cut
+        out.append(
+            {"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, "margin": example.margin}
+        )
+    return out
+
+
+def tokenize_prompts(
+    examples: Sequence[PromptExample | InstructionExample],
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_length: int,
+    stats: TruncationStats | None = None,
+) -> list[list[int]]:
+    """Prompt ids for generation, keeping the last ``max_prompt_length`` tokens of long prompts."""
+    _check_length("max_prompt_length", max_prompt_length)
+    stats = stats if stats is not None else TruncationStats()
+    out = []
+    for example in examples:
+        stats.total += 1
+        ids = _encode(tokenizer, render_prompt(tokenizer, example))
+        if not ids:
+            stats.dropped += 1
+            continue
+        if len(ids) > max_prompt_length:
+            ids = ids[len(ids) - max_prompt_length:]
+            stats.truncated += 1
+        out.append(ids)
+    return out
+
+
+# ---------------------------------------------------------------- collators
+
+
+def _pad(rows: Sequence[list[int]], value: int, width: int, left: bool = False) -> torch.Tensor:
+    """Pad ``rows`` to ``width``; returns a (B, width) LongTensor."""
+    if left:
+        padded = [[value] * (width - len(r)) + list(r) for r in rows]
+    else:
+        padded = [list(r) + [value] * (width - len(r)) for r in rows]
+    return torch.tensor(padded, dtype=torch.long)
+
+
+def _mask(rows: Sequence[list[int]], width: int, left: bool = False) -> torch.Tensor:
+    """(B, width) attention mask: 1 on real tokens, 0 on padding."""
+    return _pad([[1] * len(r) for r in rows], 0, width, left)
+
+
+def _width(rows: Sequence[list[int]]) -> int:
+    if not rows:
+        raise ValueError("cannot collate an empty batch")
+    return max(len(r) for r in rows)
+
+
+@dataclass(frozen=True)
+class SFTCollator:
+    """Right-pads ``input_ids`` with ``pad_token_id`` and ``labels`` with -100."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        ids = [example["input_ids"] for example in batch]
+        width = _width(ids)
+        return {
+            "input_ids": _pad(ids, self.pad_token_id, width),  # (B, T)
+            "attention_mask": _mask(ids, width),  # (B, T)
+            "labels": _pad([example["labels"] for example in batch], IGNORE_INDEX, width),  # (B, T)
+        }
+
+
+@dataclass(frozen=True)
+class PreferenceCollator:
+    """Right-pads chosen and rejected to one common width, so they can be stacked into one forward.
+
+    The reward is read at the last non-pad token of each row (``attention_mask.sum(-1) - 1``).
+    ``margin`` is a float tensor (B,) with 0.0 where a pair has none.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, batch: Sequence[dict]) -> dict[str, torch.Tensor]:
+        chosen = [example["chosen_input_ids"] for example in batch]
+        rejected = [example["rejected_input_ids"] for example in batch]
+        width = _width(chosen + rejected)
+        margins = [0.0 if example["margin"] is None else float(example["margin"]) for example in batch]
+        return {
+            "chosen_input_ids": _pad(chosen, self.pad_token_id, width),  # (B, T)
+            "chosen_attention_mask": _mask(chosen, width),  # (B, T)
+            "rejected_input_ids": _pad(rejected, self.pad_token_id, width),  # (B, T)
+            "rejected_attention_mask": _mask(rejected, width),  # (B, T)
+            "margin": torch.tensor(margins, dtype=torch.float32),  # (B,)
+        }
+
+
+@dataclass(frozen=True)
+class PromptCollator:
+    """Left-pads prompt ids for generation: every row ends at its last prompt token."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        width = _width(batch)
+        return {
+            "input_ids": _pad(batch, self.pad_token_id, width, left=True),  # (B, T)
+            "attention_mask": _mask(batch, width, left=True),  # (B, T)
+        }

@@ -1,0 +1,183 @@
+"""`rlhfkit run`: SFT → reward model → PPO → evaluation → report, in one run directory.
+
+Each stage's output feeds the next through the config: a model path left empty in a stage's
+section means "the previous stage's checkpoint". With a bundled task (`task:` in the config,
+the default preset), the task builds the base model and the data, labels preference pairs
+sampled from the SFT model, and supplies a gold judge used only for evaluation.
+
+Run directory:
+    config.yaml  summary.json  report.html  plots/
+    task/        data the task made (sft.jsonl, preferences.jsonl, prompts, annotation report)
+    sft/ rm/ ppo/  each stage's HF checkpoint(s) and metrics.jsonl
+    eval/        before.jsonl / after.jsonl (per held-out prompt), metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.config.load import ConfigError, save_resolved
+from rlhfkit.config.sections import ModelSection
+from rlhfkit.config.stages import RunConfig
+from rlhfkit.data.records import load_records
+from rlhfkit.data.tokenize import tokenize_prompts
+from rlhfkit.data.templates import render_prompt
+from rlhfkit.evaluation.policy_eval import evaluate_policy, win_rate
+from rlhfkit.models.load import check_model_source, disable_dropout, freeze, load_causal_lm, load_tokenizer
+from rlhfkit.rewards.sources import RewardModelEnsemble
+from rlhfkit.stages import ppo as ppo_stage
+from rlhfkit.stages import rm as rm_stage
+from rlhfkit.stages import sft as sft_stage
+from rlhfkit.training.progress import console
+
+
+def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
+    """A copy of cfg with one nested field replaced (re-validated); the original is untouched."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return cfg.model_copy(update={head: value})
+    return cfg.model_copy(update={head: _with(getattr(cfg, head), rest, value)})
+
+
+def validate_run(cfg: RunConfig) -> None:
+    """Check every user-supplied file and model path before the first stage starts."""
+    if cfg.task is not None:
+        return  # the task makes its own data; its package is checked when it loads
+    if "sft" in cfg.stages:
+        sft_stage.validate(cfg)
+    if "rm" in cfg.stages:
+        rm_stage.read_preference_data(cfg.rm, cfg.seed)
+        if cfg.rm.model.name_or_path or "sft" not in cfg.stages:
+            check_model_source(cfg.rm.model, "rm.model")
+    if "ppo" in cfg.stages:
+        if not cfg.ppo.data.path:
+            raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
+        load_records(cfg.ppo.data.path, "prompts")
+        if cfg.ppo.policy.name_or_path or "sft" not in cfg.stages:
+            check_model_source(cfg.ppo.policy, "ppo.policy")
+        if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable) and "rm" not in cfg.stages:
+            raise ConfigError("ppo.reward: give model_paths or callable (no rm stage in this run)")
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        console.rule(f"[bold]{name}")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.times[name] = round(time.perf_counter() - start, 1)
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the configured stages, evaluate, write summary.json and report.html; return the summary."""
+    validate_run(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, run_dir / "config.yaml")
+    timer = Timer()
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times}
+    task = None
+    if cfg.task is not None:
+        from rlhfkit.tasks.fortunes.task import FortunesTask
+
+        task = FortunesTask(cfg.task, run_dir / "task", seed=cfg.seed)
+        prepared = timer.run("task", task.prepare)
+        cfg = _with(cfg, "sft.model.name_or_path", str(prepared.base_model))
+        cfg = _with(cfg, "sft.data.path", str(prepared.sft_path))
+        cfg = _with(cfg, "ppo.data.path", str(prepared.ppo_prompts_path))
+        summary["task"] = prepared.info
+
+    sft_ckpt = cfg.ppo.policy.name_or_path
+    if "sft" in cfg.stages:
+        out = timer.run("sft", sft_stage.run, cfg, run_dir / "sft")
+        summary["stages"]["sft"] = out.metrics
+        sft_ckpt = str(out.checkpoint)
+        cfg = _with(cfg, "ppo.policy.name_or_path", cfg.ppo.policy.name_or_path or sft_ckpt)
+        if not cfg.rm.model.name_or_path:
+            cfg = _with(cfg, "rm.model.name_or_path", sft_ckpt)
+
+    if task is not None and "rm" in cfg.stages:
+        pref_path, annotation = timer.run("preferences", task.collect_preferences, Path(sft_ckpt))
+        cfg = _with(cfg, "rm.data.path", str(pref_path))
+        summary["task"]["annotation"] = annotation
+
+    rm_ckpt = None
+    if "rm" in cfg.stages:
+        out = timer.run("rm", rm_stage.run, cfg, run_dir / "rm")
+        summary["stages"]["rm"] = out.metrics
+        rm_ckpt = str(out.checkpoint)
+        if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable):
+            cfg = _with(cfg, "ppo.reward.model_paths", [rm_ckpt])
+
+    if "ppo" in cfg.stages:
+        observer = task.ppo_observer() if task is not None else None
+        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer)
+        summary["stages"]["ppo"] = out.metrics
+        summary["evaluation"] = timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt), out.checkpoint, task)
+
+    save_resolved(cfg, run_dir / "config.yaml")  # now with every resolved path
+    _write_json(run_dir / "summary.json", summary)
+    from rlhfkit.report.html import write_report
+
+    summary["report"] = str(write_report(run_dir))
+    _write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Path, task) -> dict[str, Any]:
+    """Before (SFT) vs after (PPO) on held-out prompts: gold, proxy, exact KL, length, diversity."""
+    eval_dir = run_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "cpu")
+    tokenizer = load_tokenizer(ModelSection(name_or_path=str(sft_ckpt)), "eval")
+    tokenizer.padding_side = "left"
+    reference = freeze(disable_dropout(load_causal_lm(ModelSection(name_or_path=str(sft_ckpt)), tokenizer, "eval"))).to(device)
+    policy = freeze(disable_dropout(load_causal_lm(ModelSection(name_or_path=str(policy_ckpt)), tokenizer, "eval"))).to(device)
+
+    if task is not None:
+        examples = task.eval_prompts()[: cfg.eval.num_prompts]
+    else:
+        examples = load_records(cfg.ppo.data.eval_path or cfg.ppo.data.path, "prompts")[: cfg.eval.num_prompts]
+    texts = [render_prompt(tokenizer, e) for e in examples]
+    ids = tokenize_prompts(examples, tokenizer, cfg.ppo.generation.max_prompt_length)
+    generation = cfg.ppo.generation.model_copy(update={
+        "temperature": cfg.eval.temperature,
+        "max_new_tokens": cfg.eval.max_new_tokens or cfg.ppo.generation.max_new_tokens,
+    })
+    judges = {}
+    if cfg.ppo.reward.model_paths:
+        proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)
+        judges["proxy"] = lambda p, r: proxy.score(p, r, [True] * len(p)).scores.tolist()
+    if task is not None:
+        judges["gold"] = task.gold_judge
+
+    results: dict[str, Any] = {}
+    for name, model in (("before", reference), ("after", policy)):
+        records, aggregate = evaluate_policy(model, reference, tokenizer, texts, ids, generation, cfg.seed, judges)
+        results[name] = aggregate
+        with open(eval_dir / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+        results[f"_{name}_records"] = records
+    before, after = results.pop("_before_records"), results.pop("_after_records")
+    judge = "gold" if "gold" in judges else "proxy" if "proxy" in judges else None
+    if judge:
+        results["win_rate"] = win_rate([r[judge] for r in after], [r[judge] for r in before])
+        results["win_rate_judge"] = judge
+    if task is not None and cfg.ppo.reward.model_paths:
+        results["rm_gold_accuracy"] = task.rm_gold_accuracy(cfg.ppo.reward.model_paths[0], device)
+    _write_json(eval_dir / "metrics.json", results)
+    return results
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
