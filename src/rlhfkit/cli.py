@@ -147,9 +147,10 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finish
     """(Re)write RUN_DIR/report.html with plots from the run's metrics."""
     from rlhfkit.report.html import report_command
 
-    if not run_dir.is_dir():
-        _fail(f"{run_dir}: not a directory")
-    report_command(run_dir)
+    try:
+        report_command(run_dir)
+    except _user_errors() as err:
+        _fail(str(err))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -107,6 +107,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     if task is not None and "rm" in cfg.stages:
         pref_path, annotation = timer.run("preferences", task.collect_preferences, Path(sft_ckpt))
         cfg = _with(cfg, "rm.data.path", str(pref_path))
+        cfg = _with(cfg, "rm.data.eval_path", str(task.held_out_preferences))
         summary["task"]["annotation"] = annotation
 
     rm_ckpt = None
@@ -155,7 +156,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Pat
     judges = {}
     if cfg.ppo.reward.model_paths:
         proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)
-        judges["proxy"] = lambda p, r: proxy.score(p, r, [True] * len(p)).scores.tolist()
+        judges["proxy"] = lambda p, r: proxy.score(p, r).scores.tolist()
     if task is not None:
         judges["gold"] = task.gold_judge
 

@@ -147,10 +147,10 @@ class TaskSection(Section):
 
     name: Literal["fortunes"] = Field("fortunes", description="Bundled task.")
     base_model: Literal["default", "quick"] = Field("default", description="Which locally pretrained base model to build/reuse.")
-    num_sft_examples: int = Field(4000, gt=0, description="SFT (prompt, response) pairs cut from the corpus.")
-    num_preference_pairs: int = Field(1500, gt=0, description="Response pairs sampled from the SFT model and labelled.")
+    num_sft_examples: int = Field(2000, gt=0, le=2000, description="SFT (prompt, response) pairs cut from the corpus (its SFT split holds 2000).")
+    num_preference_pairs: int = Field(1024, gt=1, description="Response pairs sampled from the SFT model and labelled (10% held out).")
     num_annotators: int = Field(3, gt=0, description="Simulated annotators per pair (odd: majority vote).")
-    num_ppo_prompts: int = Field(2000, gt=0, description="Prompts PPO samples from.")
+    num_ppo_prompts: int = Field(1024, gt=0, le=1024, description="Prompts PPO samples from (the corpus split holds 1024).")
     response_tokens: int = Field(24, gt=0, description="New tokens sampled for preference pairs.")
 
     @model_validator(mode="after")

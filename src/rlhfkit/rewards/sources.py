@@ -2,8 +2,10 @@
 
 Every source scores *text*: the prompt and the response are re-tokenized with the reward
 model's own tokenizer exactly as in RM training (prompt ids + response ids + EOS), so a reward
-model with a different tokenizer from the policy works. EOS is appended only when the policy
-actually emitted it; the score is read at that EOS token (N+ detail 11).
+model with a different tokenizer from the policy works. The score is read at that EOS token
+(N+ detail 11), where the RM learned to put it. A response that ran out of budget without
+emitting EOS is scored the same way and then penalised (`missing_eos_penalty`, N+ detail 15),
+rather than read at an arbitrary mid-sentence token the RM never saw scored.
 
 Ensembles combine members (Coste et al. 2023): `mean`, `min` (worst case) or `uncertainty`
 (mean − λ·variance). The members' disagreement (std across members) is returned with the
@@ -71,16 +73,16 @@ class RewardModelEnsemble:
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
             self.members.append((model, tokenizer, mean, std))
 
-    def _encode(self, tokenizer, prompt: str, response: str, ended: bool) -> list[int]:
+    def _encode(self, tokenizer, prompt: str, response: str) -> list[int]:
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(response, add_special_tokens=False)["input_ids"]
-        return ids + [tokenizer.eos_token_id] if ended else ids
+        return ids + [tokenizer.eos_token_id]
 
     @torch.no_grad()
-    def _member_scores(self, model, tokenizer, prompts, responses, ended) -> torch.Tensor:
+    def _member_scores(self, model, tokenizer, prompts, responses) -> torch.Tensor:
         out = []
         for start in range(0, len(prompts), self.batch_size):
-            seqs = [self._encode(tokenizer, p, r, e) for p, r, e in zip(prompts[start:start + self.batch_size],
-                    responses[start:start + self.batch_size], ended[start:start + self.batch_size])]
+            seqs = [self._encode(tokenizer, p, r) for p, r in zip(prompts[start:start + self.batch_size],
+                    responses[start:start + self.batch_size])]
             width = max(len(s) for s in seqs)
             ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -90,10 +92,10 @@ class RewardModelEnsemble:
             out.append(sequence_scores(model, ids.to(self.device), mask.to(self.device)).float().cpu())
         return torch.cat(out)
 
-    def score(self, prompts: list[str], responses: list[str], ended: list[bool]) -> ScoredBatch:
+    def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         members = []
         for model, tokenizer, mean, std in self.members:
-            raw = self._member_scores(model, tokenizer, prompts, responses, ended)
+            raw = self._member_scores(model, tokenizer, prompts, responses)
             members.append((raw - mean) / std if self.cfg.normalize else raw)
         stacked = torch.stack(members)
         return ScoredBatch(combine_scores(stacked, self.cfg.ensemble, self.cfg.uncertainty_penalty), stacked)
@@ -119,7 +121,7 @@ class CallableReward:
         self.spec = spec
         self.fn = import_reward_callable(spec)
 
-    def score(self, prompts: list[str], responses: list[str], ended: list[bool]) -> ScoredBatch:
+    def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         preview = f"first prompt {prompts[0]!r}, response {responses[0]!r}" if prompts else "empty batch"
         try:
             raw = self.fn(list(prompts), list(responses))

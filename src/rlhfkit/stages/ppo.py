@@ -222,7 +222,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
             t1 = time.perf_counter()
             # 2. forward passes; 3. score
             forward_rollout(rollout, policy, reference, value_model, ppo.generation.temperature, ppo.mini_batch_size)
-            scored = reward_source.score(rollout.prompts, rollout.responses, rollout.ended_with_eos.tolist())
+            scored = reward_source.score(rollout.prompts, rollout.responses)
             rollout.scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(device)
             # 4. rewards and advantages under the current β
             beta = kl_ctl.value
