@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from rlhfkit.diagnostics.early_stopping import EarlyStoppingSection
+from rlhfkit.diagnostics.monitor import DiagnosticsSection
 from rlhfkit.config.sections import (
     DataSection,
     LoggingSection,
@@ -105,6 +107,8 @@ class PPOConfig(Section):
     generation: GenerationSection = Field(default_factory=GenerationSection)
     kl: KLSection = Field(default_factory=KLSection)
     logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
+    diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description="Live health checks with suggestions.")
+    early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Stop on a metric's plateau; keep the best policy.")
 
     learning_rate: float = Field(1.41e-5, gt=0, description="Policy and value learning rate (AdamW).")
     value_learning_rate: float | None = Field(None, gt=0, description="Critic learning rate if different.")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from transformers import get_scheduler
 
 from rlhfkit.algos.kl import AdaptiveKLController, FixedKLController
@@ -32,6 +33,7 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import PPOConfig, RunConfig
 from rlhfkit.data.records import load_records
+from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.data.templates import render_prompt
 from rlhfkit.data.tokenize import PromptCollator, TruncationStats, tokenize_prompts
 from rlhfkit.models.load import (
@@ -205,7 +207,9 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
     kl_ctl = (AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
               else FixedKLController(ppo.kl.kl_coef))
     generator = torch.Generator().manual_seed(cfg.seed)
-    console.print(f"[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} iterations × "
+    monitor = TrainingMonitor(ppo.diagnostics) if ppo.diagnostics.enabled else None
+    stopper = EarlyStopper(ppo.early_stopping)
+    console.print(f"\\[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} iterations × "
                   f"{ppo.batch_size} episodes, {steps_per_iteration} optimiser steps/iteration, {total_steps} total")
 
     samples_path = stage_dir / "samples.jsonl"
@@ -245,6 +249,12 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
                 stats.update(observer(rollout))
             writer.log(iteration, stats)
             progress.advance(score=stats["objective/scores"], kl=stats["objective/kl"], beta=beta)
+            # 8. diagnostics and early stopping
+            stop = _diagnose(monitor, ppo, iteration, stats, writer, kl_ctl, scheduler)
+            improved, plateau = stopper.update(iteration, stats)
+            if improved:
+                save_pretrained_atomic(policy, tokenizer, stage_dir / "best_policy")
+                writer.log(iteration, {"event": f"best {ppo.early_stopping.metric} = {stopper.best_value:.4g}"})
             if iteration % ppo.sample_every == 0 or iteration == 1 or iteration == ppo.num_iterations:
                 for i in range(min(4, rollout.batch_size)):
                     samples_file.write(json.dumps({"iteration": iteration, "prompt": rollout.prompts[i],
@@ -252,10 +262,33 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
                 samples_file.flush()
             if ppo.save_every and iteration % ppo.save_every == 0 and iteration < ppo.num_iterations:
                 _save(stage_dir, policy, value_model, tokenizer, kl_ctl, iteration)
+            if stop or plateau:
+                reason = "a diagnostic asked to stop" if stop else f"{ppo.early_stopping.metric} stopped improving"
+                writer.log(iteration, {"event": f"early stop: {reason}"})
+                console.print(f"\\[ppo] stopping at iteration {iteration}: {reason}")
+                break
 
-    _save(stage_dir, policy, value_model, tokenizer, kl_ctl, ppo.num_iterations)
+    _save(stage_dir, policy, value_model, tokenizer, kl_ctl, iteration)
     final = {k: v for k, v in stats.items() if k.startswith(("objective/", "policy/", "rollout/", "kl_coef"))}
     return StageOutput(checkpoint=stage_dir / "policy", metrics=final)
+
+
+def _diagnose(monitor, ppo: PPOConfig, iteration: int, stats: dict, writer: MetricsWriter, kl_ctl, scheduler) -> bool:
+    """Warn once per episode of trouble; with auto_actions, raise β / lower the LR. True = stop."""
+    if monitor is None:
+        return False
+    diagnostics = monitor.observe(iteration, stats)
+    for diagnostic in diagnostics:
+        writer.log(iteration, diagnostic.as_metrics())
+        console.print(f"[yellow]warning[/] {escape(str(diagnostic))}", highlight=False)
+    if not (diagnostics and ppo.diagnostics.auto_actions):
+        return False
+    adjustment = plan_actions(diagnostics, ppo.diagnostics)
+    if adjustment.kl_coef_factor != 1.0:
+        kl_ctl.value *= adjustment.kl_coef_factor
+    if adjustment.lr_factor != 1.0:  # the scheduler multiplies base_lrs: scale those
+        scheduler.base_lrs = [lr * adjustment.lr_factor for lr in scheduler.base_lrs]
+    return adjustment.stop
 
 
 def _save(stage_dir: Path, policy, value_model, tokenizer, kl_ctl, iteration: int) -> None:
