@@ -32,7 +32,7 @@ class HFGenerationBackend:
         self.config = GenerationConfig(
             do_sample=True,
             temperature=cfg.temperature,
-            top_k=cfg.top_k if cfg.top_k > 0 else None,
+            top_k=cfg.top_k,  # 0 = off; None would let generate() fall back to the model default (50)
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
@@ -41,10 +41,17 @@ class HFGenerationBackend:
 
     @torch.no_grad()
     def generate(self, query_ids: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
+        # generate() fills unset fields from the checkpoint's own generation_config (top_k=50,
+        # suppress_tokens, repetition_penalty…), which would make the sampler differ from the
+        # temperature-only softmax our logprobs use. Swap ours in for the call.
+        was_training, saved = self.model.training, self.model.generation_config
         self.model.eval()
-        out = self.model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config)
-        self.model.train(was_training)
+        self.model.generation_config = self.config
+        try:
+            out = self.model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config)
+        finally:
+            self.model.generation_config = saved
+            self.model.train(was_training)
         return out[:, query_ids.shape[1] :]
 
 
