@@ -4,14 +4,19 @@
     rlhfkit run --config my.yaml     # your models and data
     rlhfkit sft|rm|ppo --config my.yaml --set sft.optim.learning_rate=3e-5
 
-Every user mistake (config, data, model path) ends in one red line naming what and where,
-exit code 2, before any training starts when it can be known then.
+Every user mistake (config, data, model path, a failing reward callable) ends in one red line
+naming what and where, exit code 2, before any training starts when it can be known then.
+SIGINT / SIGTERM save a checkpoint at the end of the current step and exit with 130 / 143;
+too many NaN/Inf updates in a row exit with 3. `--resume RUN_DIR` continues a stopped run.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,20 +38,62 @@ SetOpt = Annotated[
 ]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run directory (overrides output_dir).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing stage/run directory.")]
+ResumeOpt = Annotated[
+    Optional[Path],
+    typer.Option("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR (its saved config, --set allowed) "
+                 "from its newest complete checkpoint; finished stages are skipped."),
+]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from rlhfkit.data.records import DataError
     from rlhfkit.models.load import ModelLoadError
+    from rlhfkit.rewards.sources import RewardFunctionError
 
-    return (ConfigError, DataError, ModelLoadError)
+    return (ConfigError, DataError, ModelLoadError, RewardFunctionError)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     from rlhfkit.training.progress import console
 
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+FAULT_EXIT_CODE = 3  # training stopped after too many consecutive NaN/Inf updates
+
+
+@contextmanager
+def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
+    """SIGINT/SIGTERM and numerical faults end in one line and an exit code, not a traceback."""
+    from rlhfkit.training.faults import NumericalFault
+    from rlhfkit.training.progress import console
+    from rlhfkit.training.signals import TrainingInterrupted, exit_on_signals
+
+    try:
+        with exit_on_signals():
+            yield
+    except (TrainingInterrupted, KeyboardInterrupt) as err:
+        interrupted = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted(signal.SIGINT, "interrupted")
+        where = run_dir()
+        hint = f"; continue with: rlhfkit {command} --resume {where}" if where is not None else ""
+        console.print(f"[bold yellow]interrupted:[/] {interrupted}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=interrupted.exit_code) from None
+    except NumericalFault as err:
+        _fail(str(err), code=FAULT_EXIT_CODE)
+
+
+def _resume_config(run_dir: Path, names: tuple[str, ...], overrides: list[str] | None, **conflicts: object) -> RunConfig:
+    """The config a run directory was started with (first of `names` found), plus --set overrides."""
+    given = [f"--{k.replace('_', '-')}" for k, v in conflicts.items() if v]
+    if given:
+        raise ConfigError(f"--resume continues a run with the config saved in it: it cannot be combined with {', '.join(given)}")
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such run directory")
+    for name in names:
+        if (run_dir / name).is_file():
+            return load_config(run_dir / name, [*(overrides or []), f"output_dir={run_dir}"])
+    raise ConfigError(f"--resume {run_dir}: no {' or '.join(names)} in it: not an rlhfkit run directory")
 
 
 def _quiet_libraries() -> None:
@@ -68,21 +115,31 @@ def _stage_dir(run_dir: Path, stage: str, overwrite: bool) -> Path:
     stage_dir = run_dir / stage
     if stage_dir.exists() and any(stage_dir.iterdir()):
         if not overwrite:
-            raise ConfigError(f"{stage_dir} already exists: pass --overwrite to replace it, or choose --output-dir")
+            raise ConfigError(f"{stage_dir} already exists: pass --overwrite to replace it, --resume to continue it, "
+                              "or choose --output-dir")
         shutil.rmtree(stage_dir)
     return stage_dir
 
 
-def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, overwrite: bool) -> None:
+def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, overwrite: bool,
+               resume: Path | None = None) -> None:
     _quiet_libraries()
+    run_dir: Path | None = None
     try:
-        cfg = _load(config, overrides, output_dir)
-        run_dir = resolve_output_dir(cfg)
-        stage_dir = _stage_dir(run_dir, stage, overwrite)
-        module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
-        module.validate(cfg)
-        save_resolved(cfg, run_dir / f"{stage}_config.yaml")
-        output = module.run(cfg, stage_dir)
+        with _stopping_cleanly(stage, lambda: run_dir):
+            if resume is not None:
+                cfg = _resume_config(resume, (f"{stage}_config.yaml", "config.yaml"), overrides,
+                                     config=config, output_dir=output_dir, overwrite=overwrite)
+                run_dir, stage_dir = resume, resume / stage
+            else:
+                cfg = _load(config, overrides, output_dir)
+                run_dir = resolve_output_dir(cfg)
+                stage_dir = _stage_dir(run_dir, stage, overwrite)
+            module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
+            module.validate(cfg)
+            if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
+                save_resolved(cfg, run_dir / f"{stage}_config.yaml")
+            output = module.run(cfg, stage_dir, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
         return
@@ -92,21 +149,24 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
 
 
 @app.command()
-def sft(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False) -> None:
+def sft(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False,
+        resume: ResumeOpt = None) -> None:
     """Stage 1: supervised fine-tuning (completion-only loss) → OUTPUT_DIR/sft/model."""
-    _run_stage("sft", config, set, output_dir, overwrite)
+    _run_stage("sft", config, set, output_dir, overwrite, resume)
 
 
 @app.command()
-def rm(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False) -> None:
+def rm(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False,
+       resume: ResumeOpt = None) -> None:
     """Stage 2: reward model on preference pairs (Bradley–Terry) → OUTPUT_DIR/rm/model."""
-    _run_stage("rm", config, set, output_dir, overwrite)
+    _run_stage("rm", config, set, output_dir, overwrite, resume)
 
 
 @app.command()
-def ppo(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False) -> None:
+def ppo(config: ConfigOpt = None, set: SetOpt = None, output_dir: OutputOpt = None, overwrite: OverwriteOpt = False,
+        resume: ResumeOpt = None) -> None:
     """Stage 3: PPO against the reward model with a KL penalty → OUTPUT_DIR/ppo/policy."""
-    _run_stage("ppo", config, set, output_dir, overwrite)
+    _run_stage("ppo", config, set, output_dir, overwrite, resume)
 
 
 @app.command()
@@ -116,24 +176,33 @@ def run(
     output_dir: OutputOpt = None,
     overwrite: OverwriteOpt = False,
     quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (about 3 minutes on 2 CPU cores).")] = False,
+    resume: ResumeOpt = None,
 ) -> None:
     """All three stages, then evaluation and report.html. No --config: the bundled default task."""
     from rlhfkit.config.load import default_config_path
 
     _quiet_libraries()
+    run_dir: Path | None = None
     try:
-        if config is not None and quick:
-            raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
-        path = config if config is not None else default_config_path("quick" if quick else "default")
-        cfg = _load(path, set, output_dir)
-        run_dir = resolve_output_dir(cfg)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, or choose --output-dir")
-            shutil.rmtree(run_dir)
-        from rlhfkit.pipeline import run_pipeline
+        with _stopping_cleanly("run", lambda: run_dir):
+            if resume is not None:
+                cfg = _resume_config(resume, ("config.yaml",), set, config=config, output_dir=output_dir,
+                                     overwrite=overwrite, quick=quick)
+                run_dir = resume
+            else:
+                if config is not None and quick:
+                    raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
+                path = config if config is not None else default_config_path("quick" if quick else "default")
+                cfg = _load(path, set, output_dir)
+                run_dir = resolve_output_dir(cfg)
+                if run_dir.exists() and any(run_dir.iterdir()):
+                    if not overwrite:
+                        raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, --resume to "
+                                          "continue it, or choose --output-dir")
+                    shutil.rmtree(run_dir)
+            from rlhfkit.pipeline import run_pipeline
 
-        summary = run_pipeline(cfg, run_dir)
+            summary = run_pipeline(cfg, run_dir, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
         return

@@ -34,6 +34,7 @@ from rlhfkit.stages import ppo as ppo_stage
 from rlhfkit.stages import rm as rm_stage
 from rlhfkit.stages import sft as sft_stage
 from rlhfkit.training.progress import console
+from rlhfkit.training.resume import is_finished
 
 
 def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
@@ -77,11 +78,15 @@ class Timer:
             self.times[name] = round(time.perf_counter() - start, 1)
 
 
-def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the configured stages, evaluate, write summary.json and report.html; return the summary."""
+def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run the configured stages, evaluate, write summary.json and report.html; return the summary.
+
+    With `resume`, a finished stage (its done.json) is not run again: its output comes back from
+    disk; an unfinished one continues from its newest checkpoint."""
     validate_run(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir / "config.yaml")
+    if not resume:  # a resumed run keeps the config it started with until it finishes
+        save_resolved(cfg, run_dir / "config.yaml")
     timer = Timer()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times}
     task = None
@@ -97,7 +102,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     sft_ckpt = cfg.ppo.policy.name_or_path
     if "sft" in cfg.stages:
-        out = timer.run("sft", sft_stage.run, cfg, run_dir / "sft")
+        out = timer.run("sft", sft_stage.run, cfg, run_dir / "sft", resume=resume)
         summary["stages"]["sft"] = out.metrics
         sft_ckpt = str(out.checkpoint)
         cfg = _with(cfg, "ppo.policy.name_or_path", cfg.ppo.policy.name_or_path or sft_ckpt)
@@ -105,14 +110,17 @@ def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             cfg = _with(cfg, "rm.model.name_or_path", sft_ckpt)
 
     if task is not None and "rm" in cfg.stages:
-        pref_path, annotation = timer.run("preferences", task.collect_preferences, Path(sft_ckpt))
+        if resume and is_finished(run_dir / "rm"):  # labelled before the run stopped: not sampled again
+            pref_path, annotation = task.dir / "preferences.jsonl", json.loads((task.dir / "annotation_report.json").read_text())
+        else:
+            pref_path, annotation = timer.run("preferences", task.collect_preferences, Path(sft_ckpt))
         cfg = _with(cfg, "rm.data.path", str(pref_path))
         cfg = _with(cfg, "rm.data.eval_path", str(task.held_out_preferences))
         summary["task"]["annotation"] = annotation
 
     rm_ckpt = None
     if "rm" in cfg.stages:
-        out = timer.run("rm", rm_stage.run, cfg, run_dir / "rm")
+        out = timer.run("rm", rm_stage.run, cfg, run_dir / "rm", resume=resume)
         summary["stages"]["rm"] = out.metrics
         rm_ckpt = str(out.checkpoint)
         if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable):
@@ -120,7 +128,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     if "ppo" in cfg.stages:
         observer = task.ppo_observer() if task is not None else None
-        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer)
+        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume)
         summary["stages"]["ppo"] = out.metrics
         summary["evaluation"] = timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt), out.checkpoint, task)
 

@@ -22,6 +22,21 @@ from rlhfkit.config.sections import (
 )
 
 
+class CheckpointSection(Section):
+    """Resumable checkpoints (STAGE/checkpoints/step-N/) and the numerical-fault guard."""
+
+    save_every: int | None = Field(
+        500, gt=0,
+        description="Optimiser steps (SFT, RM; default 500) or iterations (PPO; default 10) between resumable "
+        "checkpoints; empty: only at the end of the stage and when SIGINT/SIGTERM stops it.",
+    )
+    keep_last: int = Field(2, ge=1, description="Resumable checkpoints kept; older ones are deleted after each save.")
+    max_consecutive_faults: int = Field(
+        3, ge=1,
+        description="Stop after this many updates in a row were skipped for a NaN/Inf loss, logprob, value or reward.",
+    )
+
+
 class SFTConfig(Section):
     """Stage 1: supervised fine-tuning with a completion-only loss."""
 
@@ -32,6 +47,7 @@ class SFTConfig(Section):
         description="Seed defaults: lr 2e-5, 3 epochs, batch 4.",
     )
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Resumable checkpoints, NaN/Inf guard.")
     packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
 
 
@@ -48,6 +64,7 @@ class RewardConfig(Section):
         description="Seed defaults: lr 1e-5, 1 epoch, batch 4.",
     )
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Resumable checkpoints, NaN/Inf guard.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability that a label is flipped (annotator disagreement).")
     center_rewards_coefficient: float = Field(0.0, ge=0, description="Weight of mean((r_c + r_r)^2), keeping scores near 0.")
     use_margin: bool = Field(True, description="Subtract a record's `margin` from r_c − r_r in the loss when present.")
@@ -109,6 +126,10 @@ class PPOConfig(Section):
     logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description="Live health checks with suggestions.")
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Stop on a metric's plateau; keep the best policy.")
+    checkpoint: CheckpointSection = Field(
+        default_factory=lambda: CheckpointSection(save_every=10),
+        description="Resumable checkpoints (save_every counts iterations), NaN/Inf guard.",
+    )
 
     learning_rate: float = Field(1.41e-5, gt=0, description="Policy and value learning rate (AdamW).")
     value_learning_rate: float | None = Field(None, gt=0, description="Critic learning rate if different.")
@@ -130,7 +151,6 @@ class PPOConfig(Section):
     whiten_rewards: bool = Field(False, description="Masked whitening (no mean shift) of per-token rewards.")
     target_kl: float | None = Field(None, gt=0, description="Stop the epoch loop early when approx-KL exceeds this.")
     sample_every: int = Field(10, gt=0, description="Iterations between sample tables (prompt, response, score).")
-    save_every: int | None = Field(None, gt=0, description="Iterations between checkpoints; empty: only at the end.")
 
     @model_validator(mode="after")
     def _batch_shape(self) -> "PPOConfig":

@@ -9,6 +9,10 @@ Each iteration, read top to bottom in `run()`:
                  value loss ×vf_coef, optional entropy bonus, gradient accumulation and clipping
   6. KL control  β stays fixed or follows the adaptive controller (Ziegler et al. 2019)
   7. log         TRL-named metrics, timing split, a sample table every `sample_every` iterations
+  8. diagnose    health checks, early stopping, best policy
+  9. checkpoint  every `checkpoint.save_every` iterations, at the end and on SIGINT/SIGTERM
+                 (training/checkpoint.py); a NaN/Inf logprob, value, reward or loss skips the
+                 update (training/faults.py); `resume=True` continues from the newest checkpoint
 
 Implementation choices (docs/ppo.md lists each with its source): old logprobs are recomputed by
 a forward pass rather than taken from the sampler; the score is added to the last response token
@@ -18,6 +22,7 @@ a forward pass rather than taken from the sampler; the score is added to the las
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +55,13 @@ from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_r
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.stages.common import StageOutput
+from rlhfkit.training.checkpoint import Checkpointer
+from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.progress import StageProgress, console
+from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
+from rlhfkit.training.signals import stop_at_safe_points
 
 
 Observer = Callable[[Rollout], dict[str, float]]
@@ -112,10 +121,23 @@ class PromptSampler:
             picked.append(self.order.pop())
         return picked
 
+    def state_dict(self) -> dict[str, list[int]]:
+        """The rest of the current pass (the generator's state is checkpointed with the other RNGs)."""
+        return {"order": list(self.order)}
 
-def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo: PPOConfig, generator: torch.Generator) -> dict[str, float]:
-    """`ppo_epochs` passes over shuffled mini-batches; returns mean losses and diagnostics."""
+    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+        self.order = [int(i) for i in state["order"]]
+
+
+def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo: PPOConfig, generator: torch.Generator,
+               guard: FaultGuard | None = None, iteration: int = 0) -> tuple[dict[str, float], str | None]:
+    """`ppo_epochs` passes over shuffled mini-batches; returns (mean losses and diagnostics, fault).
+
+    `fault` names the first NaN/Inf loss or gradient norm (None if there was none): its optimiser
+    step is void (gradients zeroed, no step) and the update ends there.
+    """
     temperature = ppo.generation.temperature
+    fault: str | None = None
     step_size = ppo.mini_batch_size * ppo.gradient_accumulation_steps
     log: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "ratio", "ratio_max", "vf_clipfrac", "entropy", "first_ratio_max_dev")}
     policy.train()
@@ -133,6 +155,8 @@ def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo:
                 vf_loss, vf = value_loss(values, mb.values, mb.returns, mask, ppo.clip_range_value)
                 mean_entropy = masked_mean(entropy, mask)
                 loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * mean_entropy
+                if guard is not None and (fault := guard.non_finite(iteration, loss=loss)) is not None:
+                    break
                 (loss / ppo.gradient_accumulation_steps).backward()
                 if epoch == 0 and mb_start == 0:  # the on-policy check: must be 0 with dropout off
                     log["first_ratio_max_dev"].append(float((torch.exp(logprobs.detach() - mb.logprobs) - 1).abs().max()))
@@ -141,12 +165,18 @@ def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo:
                                    ("vf_clipfrac", vf["clipfrac"]), ("entropy", mean_entropy.item())):
                     log[key].append(value)
                 epoch_kl.append(pg["approx_kl"])
-            if ppo.max_grad_norm is not None:  # policy and critic clipped separately
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), ppo.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(value_model.parameters(), ppo.max_grad_norm)
+            if fault is None:  # policy and critic clipped separately; without max_grad_norm the norms are only checked
+                norms = torch.stack([torch.nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm or math.inf)
+                                     for model in (policy, value_model)])
+                fault = guard.non_finite(iteration, grad_norm=norms) if guard is not None else None
+            if fault is not None:  # this optimiser step is void and the update ends
+                optimizer.zero_grad(set_to_none=True)
+                break
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if fault is not None:
+            break
         if ppo.target_kl is not None and sum(epoch_kl) / len(epoch_kl) > ppo.target_kl:
             log.setdefault("early_stop_epoch", []).append(float(epoch + 1))
             break
@@ -165,16 +195,19 @@ def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo:
         "val/ratio_var": float(ratios.var()) if len(ratios) > 1 else 0.0,
         "val/ratio_max": max(log["ratio_max"]) if log["ratio_max"] else 0.0,
         "policy/epochs_run": log.get("early_stop_epoch", [float(ppo.ppo_epochs)])[0],
-    }
+    }, fault
 
 
 def _avg(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> StageOutput:
-    """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score)."""
+def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, resume: bool = False) -> StageOutput:
+    """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score).
+    With `resume`, continue from STAGE/checkpoints (or return the output of a stage that already finished)."""
     ppo = cfg.ppo
+    if (done := finished_stage(stage_dir, resume)) is not None:
+        return done
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
     device = accelerator.device
@@ -209,14 +242,28 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
     generator = torch.Generator().manual_seed(cfg.seed)
     monitor = TrainingMonitor(ppo.diagnostics) if ppo.diagnostics.enabled else None
     stopper = EarlyStopper(ppo.early_stopping)
+    guard = FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration")
+
+    # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
+    checkpointer = Checkpointer(
+        stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(ppo, cfg.seed),
+        models={"policy": policy, "value_model": value_model}, optimizer=optimizer, scheduler=scheduler,
+        generators={"update": generator, "prompts": sampler.generator},
+        stateful={"prompts": sampler, "kl_controller": kl_ctl, "monitor": monitor, "early_stopping": stopper, "faults": guard},
+        logs=("metrics.jsonl", "samples.jsonl"),
+    )
+    resumed = (checkpointer.restore() if resume else None) or {"step": 0, "stats": {}, "stopped": False}
+    iteration, logged = resumed["step"], resumed["stats"]  # logged: the last metrics line written
+    first = ppo.num_iterations + 1 if resumed["stopped"] else iteration + 1
     console.print(f"\\[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} iterations × "
                   f"{ppo.batch_size} episodes, {steps_per_iteration} optimiser steps/iteration, {total_steps} total")
 
     samples_path = stage_dir / "samples.jsonl"
     with MetricsWriter(stage_dir / "metrics.jsonl", "ppo", ppo.logging.tensorboard) as writer, \
             StageProgress("PPO", ppo.num_iterations, enabled=ppo.logging.progress) as progress, \
-            open(samples_path, "a", encoding="utf-8") as samples_file:
-        for iteration in range(1, ppo.num_iterations + 1):
+            open(samples_path, "a", encoding="utf-8") as samples_file, stop_at_safe_points():
+        progress.advance(iteration)
+        for iteration in range(first, ppo.num_iterations + 1):
             # 1. rollout
             t0 = time.perf_counter()
             picked = sampler.next(ppo.batch_size)
@@ -234,9 +281,19 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
                                            lam=ppo.lam, whiten_rewards=ppo.whiten_rewards, whiten_advantages=ppo.whiten_advantages)
             stats = rollout_stats(rollout, beta)
             t2 = time.perf_counter()
-            # 5. update
-            stats.update(ppo_update(rollout, policy, value_model, optimizer, scheduler, ppo, generator))
+            # 5. update; skipped when a logprob, value or reward is NaN/Inf, cut short by a NaN/Inf loss
+            fault = guard.non_finite(iteration, logprobs=rollout.logprobs, ref_logprobs=rollout.ref_logprobs,
+                                     values=rollout.values, scores=rollout.scores, rewards=rollout.rewards)
+            if fault is None:
+                update, fault = ppo_update(rollout, policy, value_model, optimizer, scheduler, ppo, generator, guard, iteration)
+                stats.update(update)
+            guard.record(iteration, fault, writer)  # a fault line + warning; stops after too many in a row
             t3 = time.perf_counter()
+            if fault is not None:  # no KL step, no metrics line for a skipped update
+                progress.advance()
+                checkpointer.safe_point(iteration, {"stats": logged, "stopped": False}, final=iteration == ppo.num_iterations,
+                                        healthy=False)
+                continue
             # 6. KL control, on the batch mean of the summed per-token KL
             kl_ctl.update(stats["objective/kl"], ppo.batch_size)
             # 7. log
@@ -248,6 +305,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
             if observer is not None:
                 stats.update(observer(rollout))
             writer.log(iteration, stats)
+            logged = stats
             progress.advance(score=stats["objective/scores"], kl=stats["objective/kl"], beta=beta)
             # 8. diagnostics and early stopping
             stop = _diagnose(monitor, ppo, iteration, stats, writer, kl_ctl, scheduler)
@@ -260,17 +318,21 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None) -> St
                     samples_file.write(json.dumps({"iteration": iteration, "prompt": rollout.prompts[i],
                                                    "response": rollout.responses[i], "score": float(rollout.scores[i])}) + "\n")
                 samples_file.flush()
-            if ppo.save_every and iteration % ppo.save_every == 0 and iteration < ppo.num_iterations:
-                _save(stage_dir, policy, value_model, tokenizer, kl_ctl, iteration)
             if stop or plateau:
                 reason = "a diagnostic asked to stop" if stop else f"{ppo.early_stopping.metric} stopped improving"
                 writer.log(iteration, {"event": f"early stop: {reason}"})
                 console.print(f"\\[ppo] stopping at iteration {iteration}: {reason}")
+            # 9. checkpoint every checkpoint.save_every iterations and at the end; stop here on SIGINT/SIGTERM
+            checkpointer.safe_point(iteration, {"stats": logged, "stopped": stop or plateau},
+                                    final=iteration == ppo.num_iterations or stop or plateau)
+            if stop or plateau:
                 break
 
     _save(stage_dir, policy, value_model, tokenizer, kl_ctl, iteration)
-    final = {k: v for k, v in stats.items() if k.startswith(("objective/", "policy/", "rollout/", "kl_coef"))}
-    return StageOutput(checkpoint=stage_dir / "policy", metrics=final)
+    final = {k: v for k, v in logged.items() if k.startswith(("objective/", "policy/", "rollout/", "kl_coef"))}
+    output = StageOutput(checkpoint=stage_dir / "policy", metrics=final)
+    mark_finished(stage_dir, output)
+    return output
 
 
 def _diagnose(monitor, ppo: PPOConfig, iteration: int, stats: dict, writer: MetricsWriter, kl_ctl, scheduler) -> bool:

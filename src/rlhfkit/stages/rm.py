@@ -28,6 +28,7 @@ from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.stages.common import StageOutput
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
+from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 
 REFERENCE_SET_SIZE = 512
 
@@ -86,8 +87,12 @@ def _reference_stats(model, batches, device) -> tuple[float, float]:
     return float(flat.mean()), float(flat.std()) if len(flat) > 1 else 1.0
 
 
-def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
+def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput:
+    """Train and save STAGE/model; with `resume`, continue from STAGE/checkpoints (or return the
+    output of a stage that already finished)."""
     rm = cfg.rm
+    if (done := finished_stage(stage_dir, resume)) is not None:
+        return done
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, rm.optim.gradient_accumulation_steps)
 
@@ -121,17 +126,13 @@ def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
     def evaluate(model):
         return _evaluate_pairs(model, eval_batches, accelerator.device)
 
-    # 5. Train, with held-out loss/accuracy/margin along the way.
+    # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
     with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard) as writer:
-        model.to(accelerator.device).eval()
-        with torch.no_grad():
-            initial = evaluate(model)
-        if initial:
-            writer.log(0, {f"eval/{k}": v for k, v in initial.items()})
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
-            evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer, seed=cfg.seed,
-            description="Reward model",
+            evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer,
+            seed=cfg.seed, description="Reward model", stage_dir=stage_dir, checkpoint=rm.checkpoint,
+            fingerprint=fingerprint(rm, cfg.seed), resume=resume,
         )
 
         # 6. Normalisation statistics on a reference set, stored with the checkpoint.
@@ -141,14 +142,15 @@ def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
             mean, std = _reference_stats(model, reference, accelerator.device)
         writer.log(result.steps, {"reference/score_mean": mean, "reference/score_std": std})
 
-    # 7. Save an HF checkpoint atomically.
+    # 7. Save an HF checkpoint atomically, then mark the stage finished.
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.config.rlhfkit_score_mean = mean
     unwrapped.config.rlhfkit_score_std = std
-    checkpoint = stage_dir / "model"
+    initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
+    output = StageOutput(checkpoint=stage_dir / "model", metrics={
+        **initial, **result.last_train, **result.last_eval, "reference/score_mean": mean, "reference/score_std": std})
     if accelerator.is_main_process:
-        save_pretrained_atomic(unwrapped, tokenizer, checkpoint)
-    metrics = {**{f"initial_{k}": v for k, v in initial.items()}, **result.last_train, **result.last_eval,
-               "reference/score_mean": mean, "reference/score_std": std}
-    return StageOutput(checkpoint=checkpoint, metrics=metrics)
+        save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint)
+        mark_finished(stage_dir, output)
+    return output

@@ -26,6 +26,7 @@ from rlhfkit.stages.common import StageOutput
 from rlhfkit.models.load import check_model_source, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
+from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 
 
 def read_sft_data(cfg: SFTConfig, seed: int) -> tuple[list[InstructionExample], list[InstructionExample]]:
@@ -59,8 +60,12 @@ def _mean_eval_loss(model: torch.nn.Module, batches: list[dict[str, torch.Tensor
     return total / max(tokens, 1)
 
 
-def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
+def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput:
+    """Train and save STAGE/model; with `resume`, continue from STAGE/checkpoints (or return the
+    output of a stage that already finished)."""
     sft = cfg.sft
+    if (done := finished_stage(stage_dir, resume)) is not None:
+        return done
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, sft.optim.gradient_accumulation_steps)
 
@@ -93,22 +98,20 @@ def run(cfg: RunConfig, stage_dir: Path) -> StageOutput:
         loss = _mean_eval_loss(model, eval_batches, accelerator.device)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
-    # 4. Train; 5. evaluate along the way and at the end.
+    # 4. Train (resumable, checkpoints in STAGE/checkpoints); 5. evaluate before, along the way and at the end.
     with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.tensorboard) as writer:
-        model.eval()
-        with torch.no_grad():
-            initial = evaluate(model.to(accelerator.device))
-        if initial:
-            writer.log(0, {f"eval/{k}": v for k, v in initial.items()})
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
-            evaluate=evaluate, optim=sft.optim, logging=sft.logging, writer=writer, seed=cfg.seed, description="SFT",
+            evaluate=evaluate, optim=sft.optim, logging=sft.logging, writer=writer,
+            seed=cfg.seed, description="SFT", stage_dir=stage_dir, checkpoint=sft.checkpoint,
+            fingerprint=fingerprint(sft, cfg.seed), resume=resume,
         )
 
-    # 6. Save an HF checkpoint atomically.
+    # 6. Save an HF checkpoint atomically, then mark the stage finished.
     accelerator.wait_for_everyone()
-    checkpoint = stage_dir / "model"
+    initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
+    output = StageOutput(checkpoint=stage_dir / "model", metrics={**initial, **result.last_train, **result.last_eval})
     if accelerator.is_main_process:
-        save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, checkpoint)
-    metrics = {**{f"initial_{k}": v for k, v in initial.items()}, **result.last_train, **result.last_eval}
-    return StageOutput(checkpoint=checkpoint, metrics=metrics)
+        save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, output.checkpoint)
+        mark_finished(stage_dir, output)
+    return output

@@ -3,15 +3,23 @@
 Everything is written into `<final>.tmp-<pid>`, files are fsync'ed, then the directory is
 renamed onto `<final>` in one `os.replace`. A crash (even SIGKILL) at any moment leaves either
 the previous complete directory or a `.tmp-*` directory that no loader ever reads.
+
+`Checkpointer` (below) builds resumable training checkpoints on top of it; the layout is
+described next to it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 def _fsync_tree(root: Path) -> None:
@@ -19,9 +27,19 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    fd = os.open(root, os.O_RDONLY)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename into it) durable; a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -46,6 +64,178 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final_dir)
+        _fsync_dir(final_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# =========================================================================== resumable checkpoints
+#
+# STAGE/checkpoints/step-00000040/     one per save, written with atomic_directory
+#     <model>.safetensors              weights of each trained model (policy, value_model / model)
+#     optimizer.pt                     optimizer.state_dict(), read back with torch.load(weights_only=True)
+#     trainer_state.json               step, config fingerprint, scheduler, RNG states (Python, NumPy,
+#                                      torch, CUDA, named generators), data position, KL controller,
+#                                      monitor, early stopper, fault counter, loop counters, log sizes
+#     manifest.json                    written last: every file and its size
+#
+# Loading takes the newest directory whose manifest matches the files on disk; `.tmp-*` directories
+# (a writer killed mid-save) are never read and are deleted when a run resumes.
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
+OPTIMIZER_FILE = "optimizer.pt"
+PAUSE_ENV = "RLHFKIT_CHECKPOINT_PAUSE"  # testing aid: pause mid-write of the checkpoint of this step
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _step_of(path: Path) -> int | None:
+    name = path.name
+    if not name.startswith("step-") or not name[5:].isdigit():
+        return None
+    return int(name[5:])
+
+
+def is_complete(path: Path) -> bool:
+    """True when the manifest is there and every file it lists has the listed size."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return all((path / name).stat().st_size == size for name, size in manifest["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    if not Path(root).is_dir():
+        return []
+    found = [(step, p) for p in Path(root).iterdir() if p.is_dir() and (step := _step_of(p)) is not None]
+    return [p for _, p in sorted(found) if is_complete(p)]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _pause_if_asked(step: int, tmp: Path) -> None:
+    """Testing aid (RLHFKIT_CHECKPOINT_PAUSE=STEP): stop half-way through writing a checkpoint so a
+    test can SIGKILL the process there. Writes `tmp/PAUSED` and sleeps."""
+    if os.environ.get(PAUSE_ENV) == str(step):
+        (tmp / "PAUSED").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+class Checkpointer:
+    """Saves and restores everything a stage needs to continue exactly where it stopped.
+
+    models: name -> module (weights, safetensors); optimizer, scheduler: their state dicts;
+    generators: name -> torch.Generator; stateful: name -> object with state_dict() /
+    load_state_dict() returning JSON data (None entries are skipped); logs: append-only files in
+    the stage directory, cut back to their checkpoint-time size on resume.
+    """
+
+    def __init__(self, stage_dir: Path, cfg: Any, *, stage: str, fingerprint: dict[str, Any],
+                 models: dict[str, Any], optimizer: Any, scheduler: Any,
+                 generators: dict[str, Any] | None = None, stateful: dict[str, Any] | None = None,
+                 logs: tuple[str, ...] = ("metrics.jsonl",), accelerator: Any = None, unit: str = "step"):
+        self.stage_dir, self.cfg, self.stage, self.unit = Path(stage_dir), cfg, stage, unit
+        self.root = self.stage_dir / CHECKPOINTS_DIR
+        self.fingerprint = fingerprint
+        self.models, self.optimizer, self.scheduler = models, optimizer, scheduler
+        self.generators = generators or {}
+        self.stateful = {k: v for k, v in (stateful or {}).items() if v is not None}
+        self.logs, self.accelerator = logs, accelerator
+        self.last_saved: Path | None = None
+
+    def _unwrap(self, model: Any) -> Any:
+        return self.accelerator.unwrap_model(model) if self.accelerator is not None else model
+
+    @property
+    def _main(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    # ------------------------------------------------------------------ save
+    def save(self, step: int, extra: dict[str, Any]) -> Path:
+        """Write checkpoint `step` atomically, then delete all but the newest `keep_last`."""
+        from safetensors.torch import save_model
+
+        from rlhfkit.training.resume import log_sizes, rng_state
+
+        final = self.root / step_dir_name(step)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        if self._main:
+            state = {
+                "stage": self.stage, "step": step, "config": self.fingerprint,
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(self.generators),
+                "state": {name: obj.state_dict() for name, obj in self.stateful.items()},
+                "logs": log_sizes(self.stage_dir, self.logs),
+                "extra": extra,
+            }
+            with atomic_directory(final) as tmp:
+                for name, model in self.models.items():
+                    save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
+                _pause_if_asked(step, tmp)
+                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+                files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+                (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+            for old in list_checkpoints(self.root)[: -self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        self.last_saved = final
+        return final
+
+    def safe_point(self, step: int, extra: dict[str, Any], final: bool = False, healthy: bool = True) -> None:
+        """End of a step: save when due (every `save_every` steps unless the last update was skipped
+        for NaN/Inf, at the end, on a signal); then, if a signal asked to stop, raise TrainingInterrupted."""
+        from rlhfkit.training.signals import TrainingInterrupted, signal_name, stop_requested
+
+        signum = stop_requested()
+        every = self.cfg.save_every
+        if final or signum is not None or (healthy and every and step % every == 0):
+            self.save(step, extra)
+        if signum is not None:
+            raise TrainingInterrupted(
+                signum, f"{signal_name(signum)}: {self.stage} stopped after {self.unit} {step}, checkpoint saved to "
+                        f"{self.last_saved}", self.last_saved)
+
+    # ------------------------------------------------------------------ restore
+    def restore(self) -> dict[str, Any] | None:
+        """Load the newest complete checkpoint into every registered object.
+
+        Returns {"step": N, **extra} (what `save` was given), or None when there is no checkpoint
+        (the stage then starts afresh: its logs are emptied so nothing is duplicated)."""
+        from safetensors.torch import load_model
+
+        from rlhfkit.training.progress import console
+        from rlhfkit.training.resume import check_fingerprint, clean_stale, set_rng_state, truncate_logs
+
+        clean_stale(self.stage_dir, self.root)
+        path = latest_checkpoint(self.root)
+        if path is None:
+            truncate_logs(self.stage_dir, {name: 0 for name in self.logs})
+            console.print(f"\\[{self.stage}] no complete checkpoint in {self.root}: starting the stage afresh",
+                          soft_wrap=True)
+            return None
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        check_fingerprint(state["config"], self.fingerprint, self.stage, path)
+        for name, model in self.models.items():
+            load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
+        self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        self.scheduler.load_state_dict(state["scheduler"])
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(state["state"][name])
+        set_rng_state(state["rng"], self.generators)
+        truncate_logs(self.stage_dir, state["logs"])
+        self.last_saved = path
+        console.print(f"\\[{self.stage}] resuming from {path} ({self.unit} {state['step']})", soft_wrap=True)
+        return {"step": int(state["step"]), **state["extra"]}

@@ -4,7 +4,8 @@ Built on accelerate: device placement, mixed precision, gradient accumulation an
 processes come from `Accelerator`; this file only says what one step is. A stage supplies
 `loss_fn(model, batch) -> (loss, stats)` and `evaluate(model) -> metrics`; the loop does
 AdamW + warmup/decay schedule, gradient clipping, periodic evaluation, a live progress bar
-with the running loss, and one metrics.jsonl line per `log_every` optimiser steps.
+with the running loss, and one metrics.jsonl line per `log_every` optimiser steps; resumable
+checkpoints, the NaN/Inf guard and SIGINT/SIGTERM handling come from the training/ helpers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +24,13 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from rlhfkit.config.sections import LoggingSection, OptimSection
+from rlhfkit.config.stages import CheckpointSection
+from rlhfkit.training.checkpoint import Checkpointer
+from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.progress import StageProgress
+from rlhfkit.training.resume import DataPosition
+from rlhfkit.training.signals import stop_at_safe_points
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 EvalFn = Callable[[torch.nn.Module], dict[str, float]]
@@ -85,12 +92,17 @@ class TrainResult:
     steps: int
     last_train: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    initial_eval: dict[str, float] = field(default_factory=dict)
 
 
-def _seeded_loader(dataset: Sequence[Any], batch_size: int, collate: Callable, seed: int) -> DataLoader:
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+def _seeded_loader(dataset: Sequence[Any], batch_size: int, collate: Callable, generator: torch.Generator) -> DataLoader:
     return DataLoader(list(dataset), batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+
+
+def _evaluate(model: torch.nn.Module, evaluate: EvalFn) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        return {f"eval/{k}": v for k, v in evaluate(model).items()}
 
 
 def train_loop(
@@ -106,11 +118,23 @@ def train_loop(
     writer: MetricsWriter,
     seed: int,
     description: str,
+    stage_dir: Path,
+    checkpoint: CheckpointSection,
+    fingerprint: dict[str, Any],
+    resume: bool = False,
 ) -> TrainResult:
-    """Train `model` in place. Returns the final train and eval metrics."""
+    """Train `model` in place: evaluate at step 0, train, evaluate along the way. Returns the
+    initial, final train and final eval metrics.
+
+    Resumable: every `checkpoint.save_every` optimiser steps, at the last step and on SIGINT/SIGTERM
+    a checkpoint goes to STAGE/checkpoints/; with `resume` the newest one is loaded and training
+    continues exactly where it stopped. A micro-batch whose loss is NaN/Inf voids its optimiser
+    step (gradients zeroed, no step), see training/faults.py.
+    """
     plan = plan_training(len(train_data), optim, accelerator.num_processes)
     accelerator.print(f"[{writer.stage}] {plan.describe()}")
-    loader = _seeded_loader(train_data, optim.batch_size, collate, seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = _seeded_loader(train_data, optim.batch_size, collate, generator)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=optim.learning_rate,
@@ -124,44 +148,72 @@ def train_loop(
         num_training_steps=plan.total_steps,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    guard = FaultGuard(writer.stage, checkpoint.max_consecutive_faults)
+    position = DataPosition(generator)
+    checkpointer = Checkpointer(
+        stage_dir, checkpoint, stage=writer.stage, fingerprint=fingerprint, models={"model": model},
+        optimizer=optimizer, scheduler=scheduler, generators={"data": generator},
+        stateful={"data": position, "faults": guard}, accelerator=accelerator,
+    )
 
     result = TrainResult(steps=0)
     running: dict[str, float] = {}
     running_count = 0
+    resumed = checkpointer.restore() if resume else None
+    if resumed is not None:
+        result = TrainResult(**resumed["result"])
+        running, running_count, accelerator.step = resumed["running"], resumed["running_count"], resumed["accelerator_step"]
+    elif evaluate is not None:
+        result.initial_eval = _evaluate(model, evaluate)
+        if result.initial_eval:
+            writer.log(0, result.initial_eval)
     eval_every = logging.eval_every or plan.steps_per_epoch
-    with StageProgress(description, plan.total_steps, enabled=logging.progress) as progress:
+    window_fault: str | None = None  # first non-finite tensor in the current accumulation window
+    with StageProgress(description, plan.total_steps, enabled=logging.progress) as progress, stop_at_safe_points():
+        progress.advance(result.steps)
         while result.steps < plan.total_steps:
-            for batch in loader:
+            for batch in position.batches(loader):
                 model.train()
                 with accelerator.accumulate(model):
                     loss, stats = loss_fn(model, batch)
-                    accelerator.backward(loss)
+                    fault = guard.non_finite(result.steps + 1, loss=loss)
+                    window_fault = window_fault or fault
+                    accelerator.backward(loss)  # even when NaN: every process must join the gradient sync
                     grad_norm = None
-                    if accelerator.sync_gradients and optim.max_grad_norm is not None:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for key, value in {"loss": loss.item(), **stats}.items():
-                    running[key] = running.get(key, 0.0) + float(value)
-                running_count += 1
+                    if accelerator.sync_gradients:  # the norm of the synced gradients: the same verdict everywhere
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or math.inf)
+                        if accelerator.scaler is None:  # fp16 loss scaling skips overflowing steps itself
+                            window_fault = window_fault or guard.non_finite(result.steps + 1, grad_norm=grad_norm)
+                    if window_fault is None:
+                        optimizer.step()
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)  # a voided step's gradients are dropped here
+                if fault is None:
+                    for key, value in {"loss": loss.item(), **stats}.items():
+                        running[key] = running.get(key, 0.0) + float(value)
+                    running_count += 1
                 if not accelerator.sync_gradients:
                     continue
                 result.steps += 1
-                progress.advance(loss=running["loss"] / running_count)
-                if result.steps % logging.log_every == 0 or result.steps == plan.total_steps:
+                guard.record(result.steps, window_fault, writer)  # raises after too many faults in a row
+                window_fault = None
+                progress.advance(loss=running.get("loss", math.nan) / max(running_count, 1))
+                if (result.steps % logging.log_every == 0 or result.steps == plan.total_steps) and running_count:
                     result.last_train = {f"train/{k}": v / running_count for k, v in running.items()}
                     extra = {"train/lr": scheduler.get_last_lr()[0], "train/epoch": result.steps / plan.steps_per_epoch}
-                    if grad_norm is not None:
+                    if grad_norm is not None and optim.max_grad_norm is not None:
                         extra["train/grad_norm"] = float(grad_norm)
                     writer.log(result.steps, {**result.last_train, **extra})
                     running, running_count = {}, 0
                 if evaluate is not None and (result.steps % eval_every == 0 or result.steps == plan.total_steps):
-                    model.eval()
-                    with torch.no_grad():
-                        result.last_eval = {f"eval/{k}": v for k, v in evaluate(model).items()}
-                    writer.log(result.steps, result.last_eval)
+                    result.last_eval = _evaluate(model, evaluate)
+                    if result.last_eval:
+                        writer.log(result.steps, result.last_eval)
                     progress.note(", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in result.last_eval.items()))
+                checkpointer.safe_point(result.steps, {
+                    "result": asdict(result), "running": running, "running_count": running_count,
+                    "accelerator_step": accelerator.step,
+                }, final=result.steps >= plan.total_steps, healthy=guard.consecutive == 0)
                 if result.steps >= plan.total_steps:
                     break
     return result

@@ -1,0 +1,238 @@
+"""What resuming needs besides weights: RNG states, the data position, append-only logs cut back
+to the checkpoint, a config check, and the marker that says a stage is finished.
+
+- `rng_state()` / `set_rng_state()`: Python, NumPy, torch (CPU and CUDA) and named
+  `torch.Generator`s, as plain JSON (generator states are base64 strings, never pickles).
+- `DataPosition`: where a shuffled DataLoader is (epoch, micro-batches consumed, the sampler
+  generator's state at the epoch's start), so a resumed epoch replays the same order and skips
+  what was already trained on.
+- `truncate_logs()`: metrics.jsonl and samples.jsonl are append-only; on resume they are cut back
+  to their size when the checkpoint was written, so no line is duplicated.
+- `check_fingerprint()`: a checkpoint is only resumed with the config that wrote it (logging and
+  checkpoint settings may change).
+- `finished_stage()` / `mark_finished()`: `STAGE/done.json` is written after a stage's final
+  model, atomically; `--resume` skips a stage that has it and gets its output back from it.
+- `clean_stale()`: `*.tmp-<pid>` / `*.old-<pid>` directories left by a killed writer are deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhfkit.config.load import ConfigError
+from rlhfkit.stages.common import StageOutput
+
+DONE_FILE = "done.json"
+STALE = re.compile(r".+\.(tmp|old)-\d+$")
+
+
+# ------------------------------------------------------------------ RNG
+
+
+def _encode(state: torch.Tensor) -> str:
+    return base64.b64encode(state.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+
+def rng_state(generators: Mapping[str, torch.Generator] = {}) -> dict[str, Any]:
+    """Every random state a stage draws from, as JSON-serialisable data."""
+    version, internal, gauss = random.getstate()
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [key, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        "torch": _encode(torch.get_rng_state()),
+        "generators": {name: _encode(g.get_state()) for name, g in generators.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_encode(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator] = {}) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    key, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((key, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_decode(state["torch"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_decode(s) for s in state["cuda"]])
+    for name, generator in generators.items():
+        generator.set_state(_decode(state["generators"][name]))
+
+
+# ------------------------------------------------------------------ data position
+
+
+class DataPosition:
+    """Epoch and micro-batch position in a DataLoader shuffled by `generator`.
+
+    `for batch in position.batches(loader)` runs one epoch; after `load_state_dict` the first
+    epoch restarts from the saved epoch-start generator state (same order) and skips the
+    micro-batches already consumed.
+    """
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+        self.epoch = 0
+        self.consumed = 0
+        self._epoch_start: str | None = None
+        self._skip = 0
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        if self._skip:
+            self.generator.set_state(_decode(self._epoch_start))
+        else:
+            self._epoch_start, self.consumed = _encode(self.generator.get_state()), 0
+        skip, self._skip = self._skip, 0
+        for index, batch in enumerate(loader):
+            if index < skip:
+                continue
+            self.consumed = index + 1
+            yield batch
+        self.epoch += 1
+        self.consumed = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "consumed": self.consumed, "epoch_start": self._epoch_start}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch, self.consumed, self._epoch_start = int(state["epoch"]), int(state["consumed"]), state["epoch_start"]
+        self._skip = self.consumed
+
+
+# ------------------------------------------------------------------ append-only logs
+
+
+def log_sizes(stage_dir: Path, names: Iterable[str]) -> dict[str, int]:
+    """Current byte size of each append-only log (0 when absent)."""
+    return {name: (stage_dir / name).stat().st_size if (stage_dir / name).exists() else 0 for name in names}
+
+
+def truncate_logs(stage_dir: Path, sizes: Mapping[str, int]) -> None:
+    """Cut each log back to the size it had when the checkpoint was written."""
+    for name, size in sizes.items():
+        path = stage_dir / name
+        if path.exists() and path.stat().st_size > size:
+            os.truncate(path, size)
+
+
+# ------------------------------------------------------------------ config fingerprint
+
+IGNORED_SECTIONS = ("logging", "checkpoint")
+
+
+def fingerprint(section: Any, seed: int) -> dict[str, Any]:
+    """The config a checkpoint must be resumed with: the stage section (less logging and
+    checkpoint settings) and the seed."""
+    data = section.model_dump(mode="json")
+    for key in IGNORED_SECTIONS:
+        data.pop(key, None)
+    return {"seed": seed, **data}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, or two spellings of the same path (`runs/x/sft/model` and its absolute form)."""
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], stage: str, where: Path) -> None:
+    """ConfigError naming the first key whose value differs from the checkpoint's."""
+    a, b = _flatten(dict(saved)), _flatten(dict(current))
+    for key in sorted(set(a) | set(b)):
+        if not _same(a.get(key), b.get(key)):
+            name = key if key == "seed" else f"{stage}.{key}"
+            raise ConfigError(f"{where}: was written with {name}={a.get(key)!r}, the config now says {b.get(key)!r}; "
+                              "resume with the same config, or start a new run")
+
+
+# ------------------------------------------------------------------ finished stages and leftovers
+
+
+def mark_finished(stage_dir: Path, output: StageOutput) -> None:
+    """Write STAGE/done.json (atomically) once the stage's final output is on disk."""
+    path = Path(stage_dir) / DONE_FILE
+    record = {"checkpoint": os.path.relpath(output.checkpoint, stage_dir), "metrics": output.metrics}
+    tmp = path.with_name(f"{DONE_FILE}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2, default=float)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def finished_output(stage_dir: Path) -> StageOutput | None:
+    """The StageOutput of a finished stage (done.json present and its checkpoint there), else None."""
+    path = Path(stage_dir) / DONE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    checkpoint = Path(stage_dir) / record["checkpoint"]
+    if not checkpoint.is_dir():
+        return None
+    return StageOutput(checkpoint=checkpoint, metrics=record.get("metrics", {}))
+
+
+def is_finished(stage_dir: Path) -> bool:
+    return finished_output(stage_dir) is not None
+
+
+def finished_stage(stage_dir: Path, resume: bool) -> StageOutput | None:
+    """When resuming, the output of a stage that already finished (announced), else None."""
+    done = finished_output(stage_dir) if resume else None
+    if done is not None:
+        from rlhfkit.training.progress import console
+
+        console.print(f"\\[{Path(stage_dir).name}] finished before: using {done.checkpoint}", soft_wrap=True)
+    return done
+
+
+def clean_stale(*dirs: Path) -> list[Path]:
+    """Delete `*.tmp-<pid>` / `*.old-<pid>` entries that a killed writer left behind.
+
+    An `X.old-<pid>` whose `X` is missing (killed between the two renames of `atomic_directory`)
+    is the last complete copy of X: it is renamed back instead.
+    """
+    removed = []
+    for directory in dirs:
+        if not Path(directory).is_dir():
+            continue
+        for entry in sorted(Path(directory).iterdir()):
+            match = STALE.match(entry.name)
+            if not match:
+                continue
+            original = entry.with_name(entry.name[: entry.name.rindex(".")])
+            if match.group(1) == "old" and not original.exists():
+                os.replace(entry, original)
+                continue
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
