@@ -106,8 +106,8 @@ def import_reward_callable(spec: str) -> Callable[[list[str], list[str]], Sequen
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"ppo.reward.callable: cannot import module {module_name!r}: {err}") from None
+    except Exception as err:  # ImportError, but also a SyntaxError or a crash in the user's module
+        raise ConfigError(f"ppo.reward.callable: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"ppo.reward.callable: {module_name!r} has no callable {attr!r}")

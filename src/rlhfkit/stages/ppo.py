@@ -159,7 +159,7 @@ def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo:
                     break
                 (loss / ppo.gradient_accumulation_steps).backward()
                 if epoch == 0 and mb_start == 0:  # the on-policy check: must be 0 with dropout off
-                    log["first_ratio_max_dev"].append(float((torch.exp(logprobs.detach() - mb.logprobs) - 1).abs().max()))
+                    log["first_ratio_max_dev"].append(float(((torch.exp(logprobs.detach() - mb.logprobs) - 1).abs() * mask).max()))
                 for key, value in (("pg_loss", pg_loss.item()), ("vf_loss", vf_loss.item()), ("clipfrac", pg["clipfrac"]),
                                    ("approx_kl", pg["approx_kl"]), ("ratio", pg["ratio_mean"]), ("ratio_max", pg["ratio_max"]),
                                    ("vf_clipfrac", vf["clipfrac"]), ("entropy", mean_entropy.item())):
