@@ -118,13 +118,16 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
         cfg = _with(cfg, "rm.data.eval_path", str(task.held_out_preferences))
         summary["task"]["annotation"] = annotation
 
-    rm_ckpt = None
     if "rm" in cfg.stages:
-        out = timer.run("rm", rm_stage.run, cfg, run_dir / "rm", resume=resume)
-        summary["stages"]["rm"] = out.metrics
-        rm_ckpt = str(out.checkpoint)
+        rm_paths = []
+        for member in range(cfg.rm.ensemble_size):  # member k > 0: seed + k, directory rm-k
+            name = "rm" if member == 0 else f"rm-{member}"
+            member_cfg = cfg if member == 0 else _with(cfg, "seed", cfg.seed + member)
+            out = timer.run(name, rm_stage.run, member_cfg, run_dir / name, resume=resume)
+            summary["stages"][name] = out.metrics
+            rm_paths.append(str(out.checkpoint))
         if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable):
-            cfg = _with(cfg, "ppo.reward.model_paths", [rm_ckpt])
+            cfg = _with(cfg, "ppo.reward.model_paths", rm_paths)
 
     if "ppo" in cfg.stages:
         observer = task.ppo_observer() if task is not None else None

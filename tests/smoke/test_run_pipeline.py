@@ -46,19 +46,22 @@ def test_run_on_user_data_with_tiny_model(tmp_path, tiny_model_dir):
             "--set", "rm.optim={learning_rate: 1.0e-3, epochs: 1, batch_size: 8}",
             "--set", "ppo.num_iterations=2", "--set", "ppo.batch_size=8", "--set", "ppo.mini_batch_size=4",
             "--set", "ppo.gradient_accumulation_steps=1", "--set", "ppo.generation.max_new_tokens=8",
-            "--set", "eval.num_prompts=4",
+            "--set", "eval.num_prompts=4", "--set", "rm.ensemble_size=2", "--set", "ppo.reward.ensemble=min",
             "--set", "sft.logging.progress=false", "--set", "rm.logging.progress=false", "--set", "ppo.logging.progress=false"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"sft", "rm", "ppo"}
+    assert set(summary["stages"]) == {"sft", "rm", "rm-1", "ppo"}  # a two-member RM ensemble
+    resolved = (out / "config.yaml").read_text()
+    assert str(out / "rm-1" / "model") in resolved
+    ppo_lines = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert any(line.get("reward/ensemble_disagreement", 0) > 0 for line in ppo_lines)
     ev = summary["evaluation"]
     assert ev["win_rate_judge"] == "proxy" and 0.0 <= ev["win_rate"] <= 1.0
     assert ev["before"]["kl"] == pytest.approx(0.0, abs=1e-5)  # the SFT policy *is* the reference
     assert ev["after"]["kl"] > 0
     AutoModelForCausalLM.from_pretrained(out / "ppo" / "policy")
     AutoModelForSequenceClassification.from_pretrained(out / "rm" / "model")
-    assert "reward.model_paths" not in (out / "config.yaml").read_text()  # resolved paths are written out
     assert str(out / "rm" / "model") in (out / "config.yaml").read_text()
     _check_report(out)
     # The run directory is protected against accidental reuse.

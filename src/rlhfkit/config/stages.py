@@ -68,6 +68,11 @@ class RewardConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability that a label is flipped (annotator disagreement).")
     center_rewards_coefficient: float = Field(0.0, ge=0, description="Weight of mean((r_c + r_r)^2), keeping scores near 0.")
     use_margin: bool = Field(True, description="Subtract a record's `margin` from r_c − r_r in the loss when present.")
+    ensemble_size: int = Field(
+        1, ge=1, le=8,
+        description="`rlhfkit run` trains this many reward models (seeds seed, seed+1, …: different head "
+        "init and data order) and PPO combines them by ppo.reward.ensemble (Coste et al. 2023).",
+    )
 
 
 class GenerationSection(Section):
