@@ -13,7 +13,6 @@ data (responses are model output) is escaped.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable
 from html import escape

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 from rlhfkit.algos.losses import pairwise_loss, reward_centering_loss
-from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import RewardConfig, RunConfig
-from rlhfkit.data.records import PreferenceExample, load_records, split_holdout
+from rlhfkit.data.records import PreferenceExample
 from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
 from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic
 from rlhfkit.models.scoring import sequence_scores
-from rlhfkit.stages.common import StageOutput
+from rlhfkit.stages.common import StageOutput, read_train_and_held_out
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
@@ -35,16 +34,7 @@ REFERENCE_SET_SIZE = 512
 
 def read_preference_data(cfg: RewardConfig, seed: int) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
     """Validated train and held-out pairs (raises DataError naming file, line and field)."""
-    if not cfg.data.path:
-        raise ConfigError("rm.data.path is empty: give a JSONL file of {prompt, chosen, rejected}")
-    records = load_records(cfg.data.path, "preferences")
-    if cfg.data.eval_path:
-        train, held_out = records, load_records(cfg.data.eval_path, "preferences")
-    else:
-        train, held_out = split_holdout(records, cfg.data.eval_fraction, seed)
-    if cfg.data.max_examples:
-        train = train[: cfg.data.max_examples]
-    return train, held_out
+    return read_train_and_held_out(cfg.data, "preferences", seed, "rm", "{prompt, chosen, rejected}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -61,13 +51,12 @@ def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
 
 
 def _evaluate_pairs(model, batches, device) -> dict[str, float]:
-    chosen, rejected, margins = [], [], []
+    chosen, rejected = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         c, r = pair_scores(model, batch)
         chosen.append(c)
         rejected.append(r)
-        margins.append(batch["margin"])
     if not chosen:
         return {}
     c, r = torch.cat(chosen).float(), torch.cat(rejected).float()

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 from rlhfkit.algos.losses import sft_loss
-from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import RunConfig, SFTConfig
-from rlhfkit.data.records import InstructionExample, load_records, split_holdout
+from rlhfkit.data.records import InstructionExample
 from rlhfkit.data.tokenize import SFTCollator, TruncationStats, pack_sft, tokenize_sft
-from rlhfkit.stages.common import StageOutput
+from rlhfkit.stages.common import StageOutput, read_train_and_held_out
 from rlhfkit.models.load import check_model_source, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
@@ -31,16 +30,7 @@ from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 
 def read_sft_data(cfg: SFTConfig, seed: int) -> tuple[list[InstructionExample], list[InstructionExample]]:
     """Validated train and held-out records (raises DataError naming file, line and field)."""
-    if not cfg.data.path:
-        raise ConfigError("sft.data.path is empty: give a JSONL file of {prompt, response} or {messages}")
-    records = load_records(cfg.data.path, "instructions")
-    if cfg.data.eval_path:
-        train, held_out = records, load_records(cfg.data.eval_path, "instructions")
-    else:
-        train, held_out = split_holdout(records, cfg.data.eval_fraction, seed)
-    if cfg.data.max_examples:
-        train = train[: cfg.data.max_examples]
-    return train, held_out
+    return read_train_and_held_out(cfg.data, "instructions", seed, "sft", "{prompt, response} or {messages}")
 
 
 def validate(cfg: RunConfig) -> None:
