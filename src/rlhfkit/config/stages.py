@@ -118,6 +118,21 @@ class RewardSourceSection(Section):
         return self
 
 
+class LoRASection(Section):
+    """LoRA adapters on the policy (needs `pip install 'rlhfkit[peft]'`); the reference becomes the policy with adapters off."""
+
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.0, description="Adapter dropout; must stay 0.0 (dropout off keeps the first PPO ratio exactly 1).")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt; empty: peft's default for the architecture.")
+
+    @model_validator(mode="after")
+    def _no_dropout(self) -> "LoRASection":
+        if self.dropout != 0.0:
+            raise ValueError(f"ppo.lora.dropout must be 0.0 (dropout off in every RL model, N+ detail 6), got {self.dropout}")
+        return self
+
+
 class PPOConfig(Section):
     """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
 
@@ -156,10 +171,26 @@ class PPOConfig(Section):
     whiten_rewards: bool = Field(False, description="Masked whitening (no mean shift) of per-token rewards.")
     target_kl: float | None = Field(None, gt=0, description="Stop the epoch loop early when approx-KL exceeds this.")
     sample_every: int = Field(10, gt=0, description="Iterations between sample tables (prompt, response, score).")
+    value_head: Literal["separate", "shared"] = Field(
+        "separate",
+        description="separate: a critic model of its own; shared: a scalar head on the policy's last hidden state "
+                    "(no critic model; the value loss also trains the policy's trunk).",
+    )
+    lora: LoRASection | None = Field(
+        None, description="Train LoRA adapters instead of the full policy; the reference is the policy with adapters off.",
+    )
 
     @model_validator(mode="after")
     def _batch_shape(self) -> "PPOConfig":
         _check_accumulation(self.batch_size, self.mini_batch_size, self.gradient_accumulation_steps)
+        return self
+
+    @model_validator(mode="after")
+    def _options(self) -> "PPOConfig":
+        if self.value_head == "shared" and self.value_model.name_or_path:
+            raise ValueError("ppo.value_model is unused with ppo.value_head=shared (the head sits on the policy): leave it empty")
+        if self.lora is not None and self.reference.name_or_path:
+            raise ValueError("ppo.reference must stay empty with ppo.lora: the reference is the policy with its adapters disabled")
         return self
 
 

@@ -2,7 +2,8 @@
 
 Steps (each one call, shapes in rollout/types.py):
 1. policy logprobs and entropy, reference logprobs — forward passes with logits divided by the
-   sampling temperature (N+ detail 16); values V(s_t) from the critic;
+   sampling temperature (N+ detail 16); values V(s_t) from the critic, or, with a
+   `SharedValueHead`, from the policy's own last hidden state in the same forward pass;
 2. one score per response from the reward source, read at the response's EOS, and an optional
    penalty for responses that never emitted EOS (N+ detail 15);
 3. per-token KL to the reference with the chosen estimator; rewards r_t = −β·KL_t, plus the
@@ -23,6 +24,7 @@ from rlhfkit.algos.kl import kl_per_token
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhfkit.algos.masked import masked_mean, masked_whiten
 from rlhfkit.models.scoring import position_ids_from_mask
+from rlhfkit.models.value_head import SharedValueHead
 from rlhfkit.rollout.types import Rollout
 
 
@@ -42,6 +44,22 @@ def policy_logprobs(
     return logprobs, entropy
 
 
+def policy_logprobs_and_values(
+    model: nn.Module, head: SharedValueHead, rollout: Rollout, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, Tr) logprobs, entropy and values V(s_t) from one policy forward pass (shared value head).
+
+    The head reads `hidden_states[-1]` at the positions whose logits predict the response tokens,
+    the same positions `token_values` uses; the logits are those `policy_logprobs` computes.
+    """
+    ids, mask, start = rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1] - 1
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_hidden_states=True)
+    logits = out.logits[:, start:-1]
+    logprobs = logprobs_from_logits(logits, rollout.response_ids, temperature)
+    values = head(out.hidden_states[-1][:, start:-1]).float()
+    return logprobs, entropy_from_logits(logits, temperature), values
+
+
 def token_values(value_model: nn.Module, rollout: Rollout) -> torch.Tensor:
     """(B, Tr) V(s_t): the critic's scalar head applied at every position, not only the last.
 
@@ -59,16 +77,23 @@ def token_values(value_model: nn.Module, rollout: Rollout) -> torch.Tensor:
 def forward_rollout(
     rollout: Rollout, policy: nn.Module, reference: nn.Module, value_model: nn.Module, temperature: float, chunk_size: int
 ) -> None:
-    """Fill logprobs, ref_logprobs, entropy and values, `chunk_size` episodes at a time."""
+    """Fill logprobs, ref_logprobs, entropy and values, `chunk_size` episodes at a time.
+
+    `value_model` is a critic model, or a `SharedValueHead` read off the policy's forward pass.
+    """
     parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "ref_logprobs": [], "values": []}
     for start in range(0, rollout.batch_size, chunk_size):
         chunk = rollout.select(torch.arange(start, min(start + chunk_size, rollout.batch_size)))
-        logprobs, entropy = policy_logprobs(policy, chunk, temperature, with_entropy=True)
+        if isinstance(value_model, SharedValueHead):
+            logprobs, entropy, values = policy_logprobs_and_values(policy, value_model, chunk, temperature)
+        else:
+            logprobs, entropy = policy_logprobs(policy, chunk, temperature, with_entropy=True)
+            values = token_values(value_model, chunk)
         ref_logprobs, _ = policy_logprobs(reference, chunk, temperature)
         parts["logprobs"].append(logprobs)
         parts["entropy"].append(entropy)
         parts["ref_logprobs"].append(ref_logprobs)
-        parts["values"].append(token_values(value_model, chunk))
+        parts["values"].append(values)
     for name, tensors in parts.items():
         setattr(rollout, name, torch.cat(tensors))
 

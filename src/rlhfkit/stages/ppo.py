@@ -17,6 +17,10 @@ Each iteration, read top to bottom in `run()`:
 Implementation choices (docs/ppo.md lists each with its source): old logprobs are recomputed by
 a forward pass rather than taken from the sampler; the score is added to the last response token
 (not TRL's first pad slot); policy and critic are separate models, clipped separately.
+
+Options: `value_head: shared` replaces the critic model by a scalar head on the policy's last
+hidden state (same forward pass; the value loss then also trains the policy's trunk);
+`lora` trains LoRA adapters only, and the reference is the policy with its adapters disabled.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from rlhfkit.data.records import load_records
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.data.templates import render_prompt
 from rlhfkit.data.tokenize import PromptCollator, TruncationStats, tokenize_prompts
+from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged, require_peft
 from rlhfkit.models.load import (
     check_model_source,
     disable_dropout,
@@ -51,7 +56,15 @@ from rlhfkit.models.load import (
     save_pretrained_atomic,
 )
 from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores, import_reward_callable
-from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_rollout, policy_logprobs, rollout_stats, token_values
+from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
+from rlhfkit.rollout.experience import (
+    compute_rewards_and_advantages,
+    forward_rollout,
+    policy_logprobs,
+    policy_logprobs_and_values,
+    rollout_stats,
+    token_values,
+)
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.stages.common import StageOutput
@@ -83,6 +96,8 @@ def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before any model is loaded."""
     ppo = cfg.ppo
     check_model_source(ppo.policy, "ppo.policy")
+    if ppo.lora is not None:
+        require_peft()
     if not ppo.data.path:
         raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
     load_records(ppo.data.path, "prompts")
@@ -149,8 +164,11 @@ def ppo_update(rollout: Rollout, policy, value_model, optimizer, scheduler, ppo:
             for mb_start in range(step_start, step_start + step_size, ppo.mini_batch_size):
                 mb = rollout.select(perm[mb_start : mb_start + ppo.mini_batch_size])
                 mask = mb.response_mask.float()
-                logprobs, entropy = policy_logprobs(policy, mb, temperature, with_entropy=True)
-                values = token_values(value_model, mb)
+                if isinstance(value_model, SharedValueHead):  # one forward pass; the value loss reaches the trunk
+                    logprobs, entropy, values = policy_logprobs_and_values(policy, value_model, mb, temperature)
+                else:
+                    logprobs, entropy = policy_logprobs(policy, mb, temperature, with_entropy=True)
+                    values = token_values(value_model, mb)
                 pg_loss, pg = ppo_policy_loss(logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range)
                 vf_loss, vf = value_loss(values, mb.values, mb.returns, mask, ppo.clip_range_value)
                 mean_entropy = masked_mean(entropy, mask)
@@ -217,8 +235,15 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     tokenizer = load_tokenizer(ppo.policy, "ppo.policy")
     tokenizer.padding_side = "left"
     policy = disable_dropout(load_causal_lm(ppo.policy, tokenizer, "ppo.policy")).to(device)
-    reference = freeze(disable_dropout(load_causal_lm(_reference_section(ppo), tokenizer, "ppo.reference"))).to(device)
-    value_model = disable_dropout(load_reward_model(_value_section(ppo), tokenizer, "ppo.value_model")).to(device)
+    if ppo.lora is not None:  # adapters train; the reference is the same weights with adapters off
+        policy = disable_dropout(add_lora(policy, ppo.lora))
+        reference = AdapterFreeReference(policy).eval()
+    else:
+        reference = freeze(disable_dropout(load_causal_lm(_reference_section(ppo), tokenizer, "ppo.reference"))).to(device)
+    if ppo.value_head == "shared":  # a scalar head on the policy's last hidden state, no critic model
+        value_model = SharedValueHead.for_policy(policy)
+    else:
+        value_model = disable_dropout(load_reward_model(_value_section(ppo), tokenizer, "ppo.value_model")).to(device)
     if ppo.reward.callable:
         reward_source = CallableReward(ppo.reward.callable)
     else:
@@ -247,7 +272,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(ppo, cfg.seed),
-        models={"policy": policy, "value_model": value_model}, optimizer=optimizer, scheduler=scheduler,
+        models={"policy": policy, "value_head" if ppo.value_head == "shared" else "value_model": value_model}, optimizer=optimizer, scheduler=scheduler,
         generators={"update": generator, "prompts": sampler.generator},
         stateful={"prompts": sampler, "kl_controller": kl_ctl, "monitor": monitor, "early_stopping": stopper, "faults": guard},
         logs=("metrics.jsonl", "samples.jsonl"),
@@ -311,7 +336,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             stop = _diagnose(monitor, ppo, iteration, stats, writer, kl_ctl, scheduler)
             improved, plateau = stopper.update(iteration, stats)
             if improved:
-                save_pretrained_atomic(policy, tokenizer, stage_dir / "best_policy")
+                save_pretrained_atomic(merged(policy), tokenizer, stage_dir / "best_policy")
                 writer.log(iteration, {"event": f"best {ppo.early_stopping.metric} = {stopper.best_value:.4g}"})
             if iteration % ppo.sample_every == 0 or iteration == 1 or iteration == ppo.num_iterations:
                 for i in range(min(4, rollout.batch_size)):
@@ -354,10 +379,14 @@ def _diagnose(monitor, ppo: PPOConfig, iteration: int, stats: dict, writer: Metr
 
 
 def _save(stage_dir: Path, policy, value_model, tokenizer, kl_ctl, iteration: int) -> None:
-    """Policy (causal LM) and critic as HF checkpoints, plus the KL controller state."""
+    """Policy (causal LM, LoRA adapters merged in) and critic as HF checkpoints — or, with a shared
+    head, `value_head.safetensors` — plus the KL controller state."""
     tokenizer.padding_side = "right"
-    save_pretrained_atomic(policy, tokenizer, stage_dir / "policy")
-    save_pretrained_atomic(value_model, tokenizer, stage_dir / "value_model")
+    save_pretrained_atomic(merged(policy, in_place=True), tokenizer, stage_dir / "policy")
+    if isinstance(value_model, SharedValueHead):
+        value_model.save(stage_dir / VALUE_HEAD_FILE)
+    else:
+        save_pretrained_atomic(value_model, tokenizer, stage_dir / "value_model")
     tokenizer.padding_side = "left"
     state = {"iteration": iteration, "kl_controller": kl_ctl.state_dict()}
     tmp = stage_dir / "trainer_state.json.tmp"
