@@ -206,3 +206,19 @@ def test_lora_with_a_shared_value_head(tmp_path, tiny_model_dir, prompts_file, r
     assert metrics["objective/kl"] == 0.0 and metrics["policy/first_minibatch_ratio_dev"] == 0.0
     assert (out / "value_head.safetensors").is_file() and not (out / "value_model").exists()
     AutoModelForCausalLM.from_pretrained(out / "policy")
+
+
+def test_critic_starts_from_policy_when_rm_vocabulary_differs(tmp_path, tiny_model_dir, tiny_tokenizer):
+    """The critic reads policy token ids: an RM with another tokenizer must not be its init."""
+    from rlhfkit.config import load_config
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.models.tiny import build_tiny_model, build_tiny_tokenizer
+    from rlhfkit.stages.ppo import _value_section
+
+    other = build_tiny_model(tmp_path / "other_rm", build_tiny_tokenizer(["completely different words here"] * 3, vocab_size=280))
+    cfg = load_config(None, [f"ppo.policy.name_or_path={tiny_model_dir}", f"ppo.reward.model_paths=[{other}]"])
+    policy_tok = load_tokenizer(cfg.ppo.policy, "ppo.policy")
+    assert _value_section(cfg.ppo, policy_tok).name_or_path == str(tiny_model_dir)
+    same_vocab_rm = build_tiny_model(tmp_path / "same_rm", tiny_tokenizer, seed=1)
+    same = load_config(None, [f"ppo.policy.name_or_path={tiny_model_dir}", f"ppo.reward.model_paths=[{same_vocab_rm}]"])
+    assert _value_section(same.ppo, policy_tok).name_or_path == str(same_vocab_rm)  # same vocabulary: the RM (N+ detail 18)

@@ -84,11 +84,21 @@ def _reference_section(ppo: PPOConfig) -> ModelSection:
     return ppo.reference if ppo.reference.name_or_path else ppo.policy
 
 
-def _value_section(ppo: PPOConfig) -> ModelSection:
-    """Critic initialisation: explicit path, else the first reward model (N+ detail 18), else the policy."""
+def _value_section(ppo: PPOConfig, tokenizer) -> ModelSection:
+    """Critic initialisation: explicit path, else the first reward model (N+ detail 18), else the policy.
+
+    The critic reads the *policy's* token ids, so a reward model with another vocabulary cannot
+    be its starting point (its embeddings would be indexed by the wrong ids): then the policy is.
+    """
     if ppo.value_model.name_or_path:
         return ppo.value_model
-    source = ppo.reward.model_paths[0] if ppo.reward.model_paths else ppo.policy.name_or_path
+    source = ppo.policy.name_or_path
+    if ppo.reward.model_paths:
+        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]")
+        if rm_tokenizer.get_vocab() == tokenizer.get_vocab():
+            source = ppo.reward.model_paths[0]
+        else:
+            console.print("\\[ppo] the reward model's vocabulary differs from the policy's: the critic starts from the policy")
     return ppo.value_model.model_copy(update={"name_or_path": source})
 
 
@@ -243,7 +253,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     if ppo.value_head == "shared":  # a scalar head on the policy's last hidden state, no critic model
         value_model = SharedValueHead.for_policy(policy)
     else:
-        value_model = disable_dropout(load_reward_model(_value_section(ppo), tokenizer, "ppo.value_model")).to(device)
+        value_model = disable_dropout(load_reward_model(_value_section(ppo, tokenizer), tokenizer, "ppo.value_model")).to(device)
     if ppo.reward.callable:
         reward_source = CallableReward(ppo.reward.callable)
     else:
