@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -163,7 +164,8 @@ def test_base_model_builds_and_is_reused(built, monkeypatch):
     t0 = time.perf_counter()
     again = build_base_model(TINY, progress=lambda *a: pytest.fail("reused build must not train"))
     assert again == path
-    assert time.perf_counter() - t0 < max(2.0, first_seconds / 2)
+    # Reuse only re-reads the corpus to compute the cache key; generous bound for busy CI.
+    assert time.perf_counter() - t0 < max(10.0, first_seconds / 2)
     # A different spec is a different model.
     other = BaseModelSpec(**{**TINY.__dict__, "seed": 1})
     assert other.cache_key("x") != TINY.cache_key("x")
@@ -185,6 +187,14 @@ def test_built_model_loads_as_causal_lm(built):
     assert cfg.eos_token_id == cfg.bos_token_id == tok.eos_token_id
     assert cfg.pad_token_id == tok.pad_token_id != tok.eos_token_id
     assert cfg.vocab_size == len(tok) and cfg.n_positions == TINY.n_positions
+
+
+@pytest.mark.slow
+def test_quick_preset_learns_something(tmp_path):
+    """The real quick preset (about half a minute): held-out loss well below uniform/unigram."""
+    path = build_base_model(BaseModelSpec.quick(), tmp_path)
+    info = load_pretrain_info(path)
+    assert info["heldout_loss"] < 6.3 < math.log(BaseModelSpec.quick().vocab_size)
 
 
 def test_presets_are_sane():

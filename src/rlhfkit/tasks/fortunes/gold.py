@@ -82,10 +82,13 @@ class SimulatedAnnotator:
         return rng.random() < self.prob_first(score_a, score_b)
 
 
-#: Three raters of differing care. Tuned on sampled fortune continuations so that raters
-#: agree with each other on roughly 70% of pairs, about what is reported for human
-#: preference data (see the report of `label_pairs`).
-DEFAULT_TEMPERATURES: tuple[float, ...] = (0.05, 0.1, 0.2)
+#: Three raters of differing care, tuned on 1024 pairs sampled (temperature 1, 24 tokens)
+#: from the default base model: pairwise agreement ~68% over all pairs and ~76% over the
+#: pairs whose gold scores differ (about a third tie at 0.0, two sentiment-free texts) --
+#: the 65-80% reported for human preference data. The majority label then matches the
+#: noise-free gold preference on ~93% of decided pairs. (0.05, 0.1, 0.2) agreed on 88% of
+#: decided pairs: too clean to be realistic.
+DEFAULT_TEMPERATURES: tuple[float, ...] = (0.1, 0.2, 0.4)
 
 
 def default_annotators(temperatures: Sequence[float] = DEFAULT_TEMPERATURES, seed: int = 0) -> list[SimulatedAnnotator]:

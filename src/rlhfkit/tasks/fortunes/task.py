@@ -29,11 +29,9 @@ from rlhfkit.models.load import disable_dropout, freeze, load_causal_lm, load_to
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.tasks.fortunes.base_model import BaseModelSpec, build_base_model, load_pretrain_info
 from rlhfkit.tasks.fortunes.corpus import load_fortunes, make_prompt_records, make_sft_records, split_corpus, write_jsonl
-from rlhfkit.tasks.fortunes.gold import SimulatedAnnotator, VaderGold, collect_preference_pairs, label_pairs
+from rlhfkit.tasks.fortunes.gold import DEFAULT_TEMPERATURES, SimulatedAnnotator, VaderGold, collect_preference_pairs, label_pairs
 from rlhfkit.training.progress import StageProgress
 
-# Annotator noise: Bradley–Terry temperatures on the VADER scale [-1, 1]. Lower = more reliable.
-ANNOTATOR_TEMPERATURES = (0.05, 0.1, 0.2, 0.15, 0.3, 0.08, 0.25)
 HELD_OUT_PAIR_FRACTION = 0.1
 
 
@@ -88,8 +86,10 @@ class FortunesTask:
         pair_prompts, a, b = collect_preference_pairs(
             model, tokenizer, prompts, n_pairs=len(prompts), temperature=1.0,
             max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=64)
-        annotators = [SimulatedAnnotator(f"annotator-{i}", t, self.seed + i)
-                      for i, t in enumerate(ANNOTATOR_TEMPERATURES[: self.cfg.num_annotators])]
+        # Bradley–Terry temperatures on the VADER scale (gold.DEFAULT_TEMPERATURES, tuned to human
+        # agreement levels), cycled when more annotators are asked for; each has its own seed.
+        annotators = [SimulatedAnnotator(f"annotator-{i}", DEFAULT_TEMPERATURES[i % len(DEFAULT_TEMPERATURES)], self.seed + i)
+                      for i in range(self.cfg.num_annotators)]
         # Pairs whose gold scores tie (two sentiment-free texts) are "no preference" answers and are
         # dropped, as ties are left out of reward-model training in Stiennon 2020 / InstructGPT.
         records, report = label_pairs(pair_prompts, a, b, self.gold, annotators, self.seed, skip_gold_ties=True)
