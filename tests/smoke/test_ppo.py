@@ -22,27 +22,9 @@ from rlhfkit.config import load_config
 from rlhfkit.config.load import ConfigError
 from rlhfkit.data.records import DataError
 from rlhfkit.models.load import ModelLoadError
-from rlhfkit.models.tiny import SAMPLE_TEXT
 from rlhfkit.stages import ppo as ppo_stage
 from rlhfkit.training.metrics import read_metrics
 
-HERE = Path(__file__).parent
-
-
-@pytest.fixture
-def reward_fns(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    import reward_fns
-
-    return reward_fns
-
-
-@pytest.fixture(scope="module")
-def prompts_file(tmp_path_factory) -> Path:
-    words = " ".join(SAMPLE_TEXT).split()
-    path = tmp_path_factory.mktemp("ppo_data") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": " ".join(words[i : i + 3])}) + "\n" for i in range(0, 48, 3)))
-    return path
 
 
 def _config(model_dir: Path, prompts: Path, *overrides: str, seed: int = 0):

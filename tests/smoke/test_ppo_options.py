@@ -4,7 +4,6 @@ The LoRA tests need the optional `peft` package and are skipped without it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,12 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.config import load_config
 from rlhfkit.config.load import ConfigError
-from rlhfkit.models.tiny import SAMPLE_TEXT
 from rlhfkit.models.value_head import SharedValueHead
 from rlhfkit.rollout.experience import policy_logprobs, policy_logprobs_and_values, token_values
 from rlhfkit.stages import ppo as ppo_stage
 from rlhfkit.training.checkpoint import latest_checkpoint
 from rlhfkit.training.metrics import read_metrics
 
-HERE = Path(__file__).parent
-
-
-@pytest.fixture
-def reward_fns(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    import reward_fns
-
-    return reward_fns
-
-
-@pytest.fixture(scope="module")
-def prompts_file(tmp_path_factory) -> Path:
-    words = " ".join(SAMPLE_TEXT).split()
-    path = tmp_path_factory.mktemp("ppo_opt_data") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": " ".join(words[i : i + 3])}) + "\n" for i in range(0, 48, 3)))
-    return path
 
 
 def _config(model_dir: Path, prompts: Path, *overrides: str):
