@@ -1,4 +1,4 @@
-"""The task's base model: a few-million-parameter GPT-2 pretrained on fortune cookies, cached.
+"""The task's base model: a small (~1.3M-parameter) GPT-2 pretrained on fortune cookies, cached.
 
 RLHF starts from a pretrained language model. Downloading one is not allowed at run time and
 even the smallest hub models are too slow to fine-tune three times on a 2-core CPU, so the
@@ -67,8 +67,8 @@ class BaseModelSpec:
 
     @classmethod
     def default(cls) -> BaseModelSpec:
-        """~1.3M parameters, 800 steps of 16 x 128 tokens (~4 epochs), about 3 minutes on 2 idle
-        CPU cores.
+        """~1.3M parameters, 800 steps of 16 x 128 tokens (~5 epochs), about 3 minutes on 2 idle
+        CPU cores (0.22 s/step); held-out loss ~5.05 nats/token.
 
         Measured: at a fixed CPU budget a narrow model taking more steps beats a wider one
         (4 x 128 wide, 700 steps: held-out loss 5.14; 4 x 192, 450 steps: 5.31; 4 x 256,
@@ -189,7 +189,7 @@ def _train(spec: BaseModelSpec, texts: Sequence[str], heldout: Sequence[str], ou
     model = _make_model(spec, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
 
-    # No weight decay on biases, LayerNorm gains and embeddings' 1-D params (standard practice).
+    # Weight decay on matrices only, not on biases and LayerNorm gains (standard practice).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optim = torch.optim.AdamW(
@@ -201,7 +201,8 @@ def _train(spec: BaseModelSpec, texts: Sequence[str], heldout: Sequence[str], ou
     model.train()
     order: list[int] = []
     blocks = _blocks(stream, spec.seq_len)
-    epochs, ema, losses = 0, None, []
+    epochs, ema, curve = 0, None, {}
+    every = max(1, spec.train_steps // 10)
     for step in range(spec.train_steps):
         if len(order) < spec.batch_size:
             # New epoch: shift the block boundaries by a random offset so repeated passes see
@@ -220,8 +221,9 @@ def _train(spec: BaseModelSpec, texts: Sequence[str], heldout: Sequence[str], ou
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         value = loss.item()
-        losses.append(value)
         ema = value if ema is None else 0.9 * ema + 0.1 * value
+        if (step + 1) % every == 0:
+            curve[step + 1] = round(ema, 3)
         if progress is not None:
             progress(step + 1, spec.train_steps, value)
 
@@ -237,6 +239,7 @@ def _train(spec: BaseModelSpec, texts: Sequence[str], heldout: Sequence[str], ou
         "n_pretrain_tokens": int(len(stream)),
         "epochs": round(spec.train_steps * spec.batch_size * spec.seq_len / max(1, len(stream)), 2),
         "final_train_loss_ema": round(float(ema), 4) if ema is not None else None,
+        "train_loss_curve": curve,  # step -> smoothed training loss, ten points
         "heldout_loss": round(heldout_loss, 4) if heldout_loss is not None else None,
         "train_seconds": round(train_seconds, 1),
         "torch_threads": torch.get_num_threads(),
@@ -270,9 +273,12 @@ def build_base_model(
         return final  # the info file is written last, inside the temp dir: its presence means complete
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(cache_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-base-{key}-", dir=cache_dir))
     try:
-        _train(spec, texts, heldout_texts, tmp, progress)
+        # Seeding must not leak into the caller's random stream (e.g. a later SFT stage).
+        with torch.random.fork_rng(devices=[]):
+            _train(spec, texts, heldout_texts, tmp, progress)
         try:
             os.rename(tmp, final)  # atomic on one filesystem
         except OSError:
@@ -283,6 +289,16 @@ def build_base_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_stale_temp_dirs(cache_dir: Path, max_age_s: float = 6 * 3600) -> None:
+    """Delete temp dirs left by killed builds. Only old ones: a young one may belong to a build
+    running right now in another process."""
+    now = time.time()
+    for d in cache_dir.glob(".tmp-base-*"):
+        with contextlib.suppress(OSError):
+            if now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def load_pretrain_info(model_dir: Path) -> dict:
