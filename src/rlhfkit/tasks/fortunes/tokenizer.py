@@ -47,9 +47,7 @@ def train_tokenizer(
         pad_token=PAD_TOKEN,
         padding_side="right",
         model_max_length=model_max_length,
-        # BOS is a token we have, not one we add: prompts are encoded as plain text, and the
-        # pretraining stream places EOS between entries explicitly.
-        add_bos_token=False,
-        add_eos_token=False,
+        # No post-processor is set, so nothing is added around encoded text: BOS is a token we
+        # have, not one we insert, and the pretraining stream places EOS between entries itself.
         clean_up_tokenization_spaces=False,
     )
