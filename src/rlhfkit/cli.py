@@ -7,7 +7,8 @@
 Every user mistake (config, data, model path, a failing reward callable) ends in one red line
 naming what and where, exit code 2, before any training starts when it can be known then.
 SIGINT / SIGTERM save a checkpoint at the end of the current step and exit with 130 / 143;
-too many NaN/Inf updates in a row exit with 3. `--resume RUN_DIR` continues a stopped run.
+too many NaN/Inf updates in a row exit with 3; an RM refresh waiting for a person's labels
+(`ppo.reward_refresh.labeler: file`) exits with 4. `--resume RUN_DIR` continues a stopped run.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ FAULT_EXIT_CODE = 3  # training stopped after too many consecutive NaN/Inf updat
 @contextmanager
 def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
     """SIGINT/SIGTERM and numerical faults end in one line and an exit code, not a traceback."""
+    from rlhfkit.rewards.refresh import LabelsNeeded
     from rlhfkit.training.faults import NumericalFault
     from rlhfkit.training.progress import console
     from rlhfkit.training.signals import TrainingInterrupted, exit_on_signals
@@ -81,6 +83,11 @@ def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
         raise typer.Exit(code=interrupted.exit_code) from None
     except NumericalFault as err:
         _fail(str(err), code=FAULT_EXIT_CODE)
+    except LabelsNeeded as err:
+        where = run_dir()
+        hint = f" (rlhfkit {command} --resume {where})" if where is not None else ""
+        console.print(f"[bold yellow]waiting for labels:[/] {err}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=err.exit_code) from None
 
 
 def _resume_config(run_dir: Path, names: tuple[str, ...], overrides: list[str] | None, **conflicts: object) -> RunConfig:

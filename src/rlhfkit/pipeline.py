@@ -47,6 +47,8 @@ def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
 
 def validate_run(cfg: RunConfig) -> None:
     """Check every user-supplied file and model path before the first stage starts."""
+    if "ppo" in cfg.stages:
+        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None)
     if cfg.task is not None:
         return  # the task makes its own data; its package is checked when it loads
     if "sft" in cfg.stages:
@@ -131,7 +133,12 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     if "ppo" in cfg.stages:
         observer = task.ppo_observer() if task is not None else None
-        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume)
+        labeler = task.label_preferences if task is not None else None
+        if cfg.ppo.reward_refresh.every is not None and "rm" in cfg.stages:  # refresh replays the RM's own data
+            refresh = cfg.ppo.reward_refresh
+            cfg = _with(cfg, "ppo.reward_refresh.old_data", refresh.old_data or cfg.rm.data.path)
+            cfg = _with(cfg, "ppo.reward_refresh.eval_data", refresh.eval_data or cfg.rm.data.eval_path)
+        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume, labeler=labeler)
         summary["stages"]["ppo"] = out.metrics
         summary["evaluation"] = timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt), out.checkpoint, task)
 

@@ -13,3 +13,9 @@ from __future__ import annotations
 def count_lowercase(prompts: list[str], responses: list[str]) -> list[float]:
     """+1 per ASCII lowercase letter in the response text."""
     return [float(sum("a" <= c <= "z" for c in r)) for r in responses]
+
+
+def prefer_more_lowercase(prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[bool | None]:
+    """A refresh labeler: A is preferred when it has more lowercase letters; equal counts: no preference."""
+    a_scores, b_scores = count_lowercase(prompts, responses_a), count_lowercase(prompts, responses_b)
+    return [None if sa == sb else sa > sb for sa, sb in zip(a_scores, b_scores)]

@@ -133,6 +133,33 @@ class LoRASection(Section):
         return self
 
 
+class RewardRefreshSection(Section):
+    """Iterated RLHF: every `every` PPO iterations, label fresh response pairs sampled from the current
+    policy and fine-tune the reward model(s) on them plus replayed old pairs (rewards/refresh.py)."""
+
+    every: int | None = Field(None, gt=0, description="PPO iterations between refreshes; empty: the reward model stays fixed.")
+    num_pairs: int = Field(256, gt=0, description="Fresh (prompt, response A, response B) pairs sampled per refresh.")
+    labeler: str = Field(
+        "task",
+        description="Who labels the fresh pairs. 'task': the bundled task's annotators (`rlhfkit run`); "
+                    "'module:function(prompts, responses_a, responses_b) -> list[bool | None]' (True: A preferred, "
+                    "None: no preference); 'file': write the pairs to label, stop, and continue with --resume.",
+    )
+    replay_pairs: int = Field(768, ge=0, description="Old pairs (original RM data, earlier rounds) mixed into each fine-tune so the RM does not forget.")
+    old_data: str | None = Field(None, description="The reward model's original training pairs (JSONL); `rlhfkit run` fills it in.")
+    eval_data: str | None = Field(None, description="Held-out pairs to report the refreshed RM's accuracy on; `rlhfkit run` fills it in.")
+    optim: OptimSection = Field(
+        default_factory=lambda: OptimSection(learning_rate=3e-4, epochs=1, batch_size=32, lr_scheduler="linear", warmup_ratio=0.0),
+        description="Fine-tuning of each reward model on new + replayed pairs.",
+    )
+
+    @model_validator(mode="after")
+    def _labeler(self) -> "RewardRefreshSection":
+        if self.labeler not in ("task", "file") and ":" not in self.labeler:
+            raise ValueError(f"reward_refresh.labeler must be 'task', 'file' or 'module:function', got {self.labeler!r}")
+        return self
+
+
 class PPOConfig(Section):
     """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
 
@@ -140,6 +167,7 @@ class PPOConfig(Section):
     reference: ModelSection = Field(default_factory=ModelSection, description="Frozen reference; empty: the initial policy.")
     value_model: ModelSection = Field(default_factory=ModelSection, description="Critic initial weights; empty: the (first) reward model.")
     reward: RewardSourceSection = Field(default_factory=RewardSourceSection)
+    reward_refresh: RewardRefreshSection = Field(default_factory=RewardRefreshSection, description="Periodic RM fine-tuning on pairs from the current policy.")
     data: DataSection = Field(default_factory=DataSection, description="Prompts: {prompt} or {messages}.")
     generation: GenerationSection = Field(default_factory=GenerationSection)
     kl: KLSection = Field(default_factory=KLSection)

@@ -19,7 +19,9 @@ Rules and why they point at that failure:
   distribution and diverge under policy shift, sec. 6); response length up by more than
   `hack_length_factor` (the hack all members share, sec. 6; "pattern collapse" is KL and length
   up, sec. 5); KL up by more than `hack_kl_factor` to above `hack_min_kl` nats (the weakest sign:
-  KL grows in every run). Trends are least-squares fits over the window; proxy rise and gold drop
+  KL grows in every run). Where a gold judge exists and its score is *rising* over the window,
+  the weaker signals are not evidence: they only stand in for the judge a real run lacks (KL
+  and length grow while PPO genuinely improves the policy). Trends are least-squares fits over the window; proxy rise and gold drop
   must beat `hack_min_proxy_rise`/`hack_min_gold_drop` and have |t| > `hack_min_t`, so one noisy
   batch decides nothing. Action `raise_kl_coef`: a KL penalty acts like early stopping (sec. 4).
 - `kl_blowup` - `objective/kl` above `kl_blowup`, or more than `kl_jump_factor` times its
@@ -274,6 +276,8 @@ class TrainingMonitor:
             if g_t < -c.hack_min_t and g_start - g_end > c.hack_min_gold_drop:
                 evidence.append(f"the gold score fell {_f(g_start)} -> {_f(g_end)} (the strongest evidence: proxy and "
                                 "true objective have come apart)")
+            elif g_end - g_start > c.hack_min_gold_drop:
+                return False  # the judge the other signals stand in for says the policy is improving
         for key, factor, floor, what in ((DISAGREEMENT, c.hack_disagreement_factor, 0.0, "ensemble disagreement"),
                                          (LENGTH, c.hack_length_factor, 0.0, "response length"),
                                          (KL, c.hack_kl_factor, c.hack_min_kl, "KL")):

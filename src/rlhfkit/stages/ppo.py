@@ -9,7 +9,9 @@ Each iteration, read top to bottom in `run()`:
                  value loss ×vf_coef, optional entropy bonus, gradient accumulation and clipping
   6. KL control  β stays fixed or follows the adaptive controller (Ziegler et al. 2019)
   7. log         TRL-named metrics, timing split, a sample table every `sample_every` iterations
-  8. diagnose    health checks, early stopping, best policy
+  8. diagnose    health checks, early stopping, best policy; every `reward_refresh.every`
+                 iterations the reward model is re-fit on labelled pairs from the current
+                 policy (rewards/refresh.py)
   9. checkpoint  every `checkpoint.save_every` iterations, at the end and on SIGINT/SIGTERM
                  (training/checkpoint.py); a NaN/Inf logprob, value, reward or loss skips the
                  update (training/faults.py); `resume=True` continues from the newest checkpoint
@@ -55,6 +57,7 @@ from rlhfkit.models.load import (
     load_tokenizer,
     save_pretrained_atomic,
 )
+from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher, import_labeler
 from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores, import_reward_callable
 from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
 from rlhfkit.rollout.experience import (
@@ -117,6 +120,23 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("ppo.reward: give model_paths (reward-model checkpoints) or callable")
     for i, path in enumerate(ppo.reward.model_paths):
         check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
+    validate_refresh(ppo, labeler_given=False)
+
+
+def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:
+    refresh = ppo.reward_refresh
+    if refresh.every is None:
+        return
+    if ppo.reward.callable:
+        raise ConfigError("ppo.reward_refresh needs reward models to fine-tune; ppo.reward.callable is not trained")
+    if refresh.labeler == "task" and not labeler_given:
+        raise ConfigError("ppo.reward_refresh.labeler 'task' needs the bundled task (rlhfkit run with task:); "
+                          "give 'module:function' or 'file' instead")
+    if ":" in refresh.labeler:
+        import_labeler(refresh.labeler)
+    for name in ("old_data", "eval_data"):
+        if (path := getattr(refresh, name)) is not None:
+            load_records(path, "preferences")
 
 
 def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
@@ -230,12 +250,15 @@ def _avg(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, resume: bool = False) -> StageOutput:
-    """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score).
-    With `resume`, continue from STAGE/checkpoints (or return the output of a stage that already finished)."""
+def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, resume: bool = False,
+        labeler: Labeler | None = None) -> StageOutput:
+    """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score);
+    `labeler` labels fresh pairs for `reward_refresh.labeler: task`. With `resume`, continue from
+    STAGE/checkpoints (or return the output of a stage that already finished)."""
     ppo = cfg.ppo
     if (done := finished_stage(stage_dir, resume)) is not None:
         return done
+    validate_refresh(ppo, labeler_given=labeler is not None)
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
     device = accelerator.device
@@ -278,18 +301,48 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     monitor = TrainingMonitor(ppo.diagnostics) if ppo.diagnostics.enabled else None
     stopper = EarlyStopper(ppo.early_stopping)
     guard = FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration")
+    refresher = None
+    if ppo.reward_refresh.every is not None:
+        refresher = RewardRefresher(cfg, stage_dir, labeler if ppo.reward_refresh.labeler == "task"
+                                    else import_labeler(ppo.reward_refresh.labeler) if ":" in ppo.reward_refresh.labeler else None)
 
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(ppo, cfg.seed),
         models={"policy": policy, "value_head" if ppo.value_head == "shared" else "value_model": value_model}, optimizer=optimizer, scheduler=scheduler,
         generators={"update": generator, "prompts": sampler.generator},
-        stateful={"prompts": sampler, "kl_controller": kl_ctl, "monitor": monitor, "early_stopping": stopper, "faults": guard},
+        stateful={"prompts": sampler, "kl_controller": kl_ctl, "monitor": monitor, "early_stopping": stopper, "faults": guard,
+                  "reward_refresh": refresher},
         logs=("metrics.jsonl", "samples.jsonl"),
     )
     resumed = (checkpointer.restore() if resume else None) or {"step": 0, "stats": {}, "stopped": False}
     iteration, logged = resumed["step"], resumed["stats"]  # logged: the last metrics line written
     first = ppo.num_iterations + 1 if resumed["stopped"] else iteration + 1
+    if refresher is not None and refresher.round > 0:  # resumed after a refresh: score with the refreshed members
+        reward_source = RewardModelEnsemble(refresher.model_paths, ppo.reward, device, ppo.policy.dtype, ppo.mini_batch_size * 4)
+
+    def sample_pairs(picked: list[int]) -> tuple[list[str], list[str], list[str]]:
+        """Two responses per picked prompt from the current policy (PPO's sampling settings)."""
+        prompts, first_responses, second_responses = [], [], []
+        for start in range(0, len(picked), ppo.batch_size):
+            chunk = picked[start : start + ppo.batch_size]
+            twice = chunk + chunk
+            batch = collate([prompt_ids[i] for i in twice])
+            pair = sample_rollout(backend, tokenizer, [prompt_texts[i] for i in twice],
+                                  batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            prompts += pair.prompts[: len(chunk)]
+            first_responses += pair.responses[: len(chunk)]
+            second_responses += pair.responses[len(chunk) :]
+        return prompts, first_responses, second_responses
+
+    def refresh_reward_model(labelled, at_iteration: int) -> None:
+        """Fine-tune the RM members on the labelled pairs (+ replay) and score with them from now on."""
+        nonlocal reward_source
+        metrics = refresher.finish(*labelled, score=lambda p, r: reward_source.score(p, r).scores)
+        del reward_source
+        reward_source = RewardModelEnsemble(refresher.model_paths, ppo.reward, device, ppo.policy.dtype, ppo.mini_batch_size * 4)
+        writer.log(at_iteration, metrics)
+        console.print(f"\\[ppo] {escape(metrics['event'])}", highlight=False)
     console.print(f"\\[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} iterations × "
                   f"{ppo.batch_size} episodes, {steps_per_iteration} optimiser steps/iteration, {total_steps} total")
 
@@ -298,6 +351,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             StageProgress("PPO", ppo.num_iterations, enabled=ppo.logging.progress) as progress, \
             open(samples_path, "a", encoding="utf-8") as samples_file, stop_at_safe_points():
         progress.advance(iteration)
+        if refresher is not None and refresher.pending_iteration is not None and first <= ppo.num_iterations:
+            refresh_reward_model(refresher.labelled_by_person(), refresher.pending_iteration)  # labelled while stopped
         for iteration in range(first, ppo.num_iterations + 1):
             # 1. rollout
             t0 = time.perf_counter()
@@ -357,6 +412,12 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
                 reason = "a diagnostic asked to stop" if stop else f"{ppo.early_stopping.metric} stopped improving"
                 writer.log(iteration, {"event": f"early stop: {reason}"})
                 console.print(f"\\[ppo] stopping at iteration {iteration}: {reason}")
+            elif refresher is not None and refresher.due(iteration):  # 8b. reward-model refresh (iterated RLHF)
+                labelled = refresher.start(iteration, len(prompt_texts), sample_pairs)
+                if labelled is None:  # a person labels the pairs: checkpoint here, stop, go on with --resume
+                    checkpointer.save(iteration, {"stats": logged, "stopped": False})
+                    raise LabelsNeeded(refresher.dir / f"round-{refresher.round + 1}" / "to_label.jsonl", ppo.reward_refresh.num_pairs)
+                refresh_reward_model(labelled, iteration)
             # 9. checkpoint every checkpoint.save_every iterations and at the end; stop here on SIGINT/SIGTERM
             checkpointer.safe_point(iteration, {"stats": logged, "stopped": stop or plateau},
                                     final=iteration == ppo.num_iterations or stop or plateau)

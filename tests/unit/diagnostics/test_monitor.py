@@ -143,6 +143,19 @@ def test_reward_hacking_from_other_evidence(signal, kwargs, step):
     assert f"{signal} rose" in diags[0].message
 
 
+def test_rising_gold_overrules_the_weaker_signals():
+    # KL and length climbing fast would be evidence without a judge (the test above); with a gold
+    # score rising along with the proxy they are what improving the policy costs, not hacking.
+    grow = {"kl": lambda i: 1.0 if i < 6 else 1.4 ** (i - 5), "length": lambda i: 20.0 if i < 6 else 20.0 * 1.08 ** (i - 5)}
+    monitor = TrainingMonitor(DiagnosticsSection())
+    rising_gold = [d for s, stats in enumerate(_hacking_run(gold=lambda i: 0.1 + 0.03 * i, **grow, n=14))
+                   for d in monitor.observe(s, stats)]
+    assert [d.rule for d in rising_gold] == []
+    monitor = TrainingMonitor(DiagnosticsSection())  # a flat gold score does not overrule them
+    flat_gold = [d for s, stats in enumerate(_hacking_run(gold=lambda i: 0.3, **grow, n=14)) for d in monitor.observe(s, stats)]
+    assert [d.rule for d in flat_gold] == ["reward_hacking"]
+
+
 def test_high_or_rising_reward_alone_is_not_hacking():
     # The seed's naive rule ("reward_mean > threshold => hacking") would fire here; the proxy is
     # high and rising but gold rises with it and nothing else degrades.

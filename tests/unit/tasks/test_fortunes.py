@@ -271,3 +271,18 @@ def test_collect_preference_pairs(built):
     assert ra != rb
     assert tok.padding_side == "right"  # restored
     assert collect_preference_pairs(model, tok, prompts, 7, 1.0, 8, seed=0, batch_size=4) == (p, ra, rb)
+
+
+def test_task_labeler_votes_per_pair_and_abstains_on_ties(tmp_path):
+    from rlhfkit.config.stages import TaskSection
+    from rlhfkit.tasks.fortunes.task import FortunesTask
+
+    task = FortunesTask(TaskSection(), tmp_path, seed=0)
+    prompts = ["Life is", "Life is", "Today", "Today", "The cat"]
+    a = ["wonderful, happy and full of love", "a terrible awful disaster", "a chair", "same text", "sat on a mat"]
+    b = ["a terrible awful disaster", "wonderful, happy and full of love", "a table", "same text", "is great and lovely"]
+    labels = task.label_preferences(prompts, a, b)
+    # clear sentiment gaps: the three annotators agree with gold almost surely; neutral vs neutral
+    # (gold tie) and identical responses carry no preference
+    assert labels == [True, False, None, None, False]
+    assert task.label_preferences(prompts, a, b) == labels  # seeded by the pairs: same pairs, same labels

@@ -4,6 +4,7 @@ What the pipeline asks of a task, in order:
   prepare()                 base model (built once, cached) + SFT data + PPO prompts
   collect_preferences(sft)  two responses per prompt sampled from the SFT model, labelled by
                             simulated annotators (noisy Bradley–Terry draws on the gold score)
+  label_preferences(...)    the same annotators, for PPO's reward-model refresh
   ppo_observer()            per-iteration gold score of PPO's responses (for the
                             over-optimisation curve; never part of the reward)
   gold_judge, eval_prompts, rm_gold_accuracy   for evaluation only
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,10 +88,7 @@ class FortunesTask:
         pair_prompts, a, b = collect_preference_pairs(
             model, tokenizer, prompts, n_pairs=len(prompts), temperature=1.0,
             max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=64)
-        # Bradley–Terry temperatures on the VADER scale (gold.DEFAULT_TEMPERATURES, tuned to human
-        # agreement levels), cycled when more annotators are asked for; each has its own seed.
-        annotators = [SimulatedAnnotator(f"annotator-{i}", DEFAULT_TEMPERATURES[i % len(DEFAULT_TEMPERATURES)], self.seed + i)
-                      for i in range(self.cfg.num_annotators)]
+        annotators = self.annotators()
         # Pairs whose gold scores tie (two sentiment-free texts) are "no preference" answers and are
         # dropped, as ties are left out of reward-model training in Stiennon 2020 / InstructGPT.
         records, report = label_pairs(pair_prompts, a, b, self.gold, annotators, self.seed, skip_gold_ties=True)
@@ -102,6 +101,30 @@ class FortunesTask:
         write_jsonl(records[:n_eval], self.dir / "preferences_eval.jsonl")
         (self.dir / "annotation_report.json").write_text(json.dumps(report, indent=2))
         return self.dir / "preferences.jsonl", report
+
+    def annotators(self) -> list[SimulatedAnnotator]:
+        # Bradley–Terry temperatures on the VADER scale (gold.DEFAULT_TEMPERATURES, tuned to human
+        # agreement levels), cycled when more annotators are asked for; each has its own seed.
+        return [SimulatedAnnotator(f"annotator-{i}", DEFAULT_TEMPERATURES[i % len(DEFAULT_TEMPERATURES)], self.seed + i)
+                for i in range(self.cfg.num_annotators)]
+
+    def label_preferences(self, prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[bool | None]:
+        """The annotators' majority vote per pair (True: A preferred; None: identical or a gold tie).
+
+        The labeller of PPO's reward-model refresh. Its seed comes from the pairs themselves, so a
+        resumed run labels the same pairs the same way."""
+        seed = zlib.crc32("\x1f".join([*prompts, *responses_a, *responses_b]).encode()) ^ self.seed
+        records, _ = label_pairs(prompts, responses_a, responses_b, self.gold, self.annotators(), seed, skip_gold_ties=True)
+        labels: list[bool | None] = []
+        kept = iter(records)  # label_pairs keeps the input order and drops identical pairs and gold ties
+        record = next(kept, None)
+        for prompt, a, b in zip(prompts, responses_a, responses_b):
+            if record is not None and record["prompt"] == prompt and {record["chosen"], record["rejected"]} == {a, b} and a != b:
+                labels.append(record["chosen"] == a)
+                record = next(kept, None)
+            else:
+                labels.append(None)
+        return labels
 
     @property
     def held_out_preferences(self) -> Path:

@@ -1,0 +1,95 @@
+"""Reward-model refresh helpers: labels → records, accuracy on fresh pairs, the RNG fence,
+the human-label file format and the schedule."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from rlhfkit.config import load_config
+from rlhfkit.config.load import ConfigError
+from rlhfkit.rewards.refresh import LabelsNeeded, RewardRefresher, pair_accuracy, preference_records, preserved_rng
+
+
+def test_preference_records_orders_pairs_and_drops_no_preference():
+    records = preference_records(["p1", "p2", "p3", "p4"], ["a1", "a2", "a3", "same"], ["b1", "b2", "b3", "same"],
+                                 [True, False, None, True])
+    assert records == [{"prompt": "p1", "chosen": "a1", "rejected": "b1"},
+                       {"prompt": "p2", "chosen": "b2", "rejected": "a2"}]  # None and identical pairs left out
+
+
+def test_preference_records_rejects_a_wrong_number_of_labels():
+    with pytest.raises(ConfigError, match="2 labels for 3 pairs"):
+        preference_records(["p"] * 3, ["a"] * 3, ["b"] * 3, [True, False])
+
+
+def test_pair_accuracy_counts_pairs_ranked_like_the_labels():
+    length = lambda prompts, responses: torch.tensor([float(len(r)) for r in responses])  # noqa: E731
+    records = [{"prompt": "", "chosen": "long one", "rejected": "s"},   # ranked right
+               {"prompt": "", "chosen": "xx", "rejected": "yyyy"},      # wrong
+               {"prompt": "", "chosen": "abc", "rejected": "abc!"},     # wrong
+               {"prompt": "", "chosen": "abcdef", "rejected": "ab"}]    # right
+    assert pair_accuracy(length, records) == 0.5
+    assert pair_accuracy(length, []) is None
+
+
+def test_preserved_rng_leaves_every_stream_where_it_was():
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with preserved_rng():
+        torch.manual_seed(99), random.seed(99), np.random.seed(99)
+        torch.rand(10), random.random(), np.random.rand()
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def _refresher(tmp_path, *overrides):
+    cfg = load_config(None, ["ppo.num_iterations=10", "ppo.reward.model_paths=[rm]", "ppo.reward_refresh.every=4", *overrides])
+    return RewardRefresher(cfg, tmp_path, labeler=None)
+
+
+def test_schedule_skips_the_last_iteration(tmp_path):
+    refresher = _refresher(tmp_path, "ppo.num_iterations=8")
+    assert [i for i in range(1, 9) if refresher.due(i)] == [4]  # not 8: no PPO left to use the new RM
+
+
+def test_file_labeler_writes_pairs_then_reads_the_filled_labels(tmp_path):
+    refresher = _refresher(tmp_path, "ppo.reward_refresh.labeler=file", "ppo.reward_refresh.num_pairs=3")
+    sampled = lambda picked: ([f"p{i}" for i in picked], [f"a{i}" for i in picked], [f"b{i}" for i in picked])  # noqa: E731
+    assert refresher.start(4, num_prompts=5, sample_pairs=sampled) is None
+    assert refresher.pending_iteration == 4
+    path = tmp_path / "refresh" / "round-1" / "to_label.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["preferred"] == "?" for r in rows)
+
+    with pytest.raises(LabelsNeeded, match="3 response pairs wait"):
+        refresher.labelled_by_person()
+    for row, answer in zip(rows, ["a", "b", "tie"]):
+        row["preferred"] = answer
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, info = refresher.labelled_by_person()
+    assert info == {"iteration": 4, "sampled_pairs": 3}
+    assert [(r["chosen"], r["rejected"]) for r in records] == [(rows[0]["response_a"], rows[0]["response_b"]),
+                                                               (rows[1]["response_b"], rows[1]["response_a"])]
+
+    rows[2]["preferred"] = "A"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"to_label\.jsonl:3: field 'preferred'"):
+        refresher.labelled_by_person()
+
+
+def test_state_round_trips(tmp_path):
+    refresher = _refresher(tmp_path)
+    refresher.round, refresher.model_paths, refresher.pending_iteration = 2, ["x/rm-0/model"], None
+    other = _refresher(tmp_path)
+    other.load_state_dict(json.loads(json.dumps(refresher.state_dict())))
+    assert other.state_dict() == refresher.state_dict()
+
+
+def test_config_rejects_a_labeler_that_is_no_function_spec():
+    with pytest.raises(ConfigError, match="labeler must be 'task', 'file' or 'module:function'"):
+        load_config(None, ["ppo.reward_refresh.labeler=annotators"])
