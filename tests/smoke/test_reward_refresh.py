@@ -30,13 +30,15 @@ def _overrides(model_dir: Path, prompts: Path, *more: str) -> list[str]:
         "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.gradient_accumulation_steps=1", "ppo.ppo_epochs=1",
         "ppo.generation.max_new_tokens=8", "ppo.logging.progress=false", "ppo.num_iterations=3",
         "ppo.reward_refresh.every=1", "ppo.reward_refresh.num_pairs=8", "ppo.reward_refresh.replay_pairs=0",
-        "ppo.reward_refresh.optim.batch_size=4", "rm.logging.progress=false", "rm.data.max_length=32",
+        "ppo.reward_refresh.optim.batch_size=4", "rm.data.max_length=32",
         *more,
     ]
 
 
 def test_callable_labeler_refreshes_the_reward_model(tmp_path, tiny_model_dir, prompts_file, reward_fns):
-    cfg = load_config(None, _overrides(tiny_model_dir, prompts_file, "ppo.reward_refresh.labeler=reward_fns:prefer_more_lowercase"))
+    # PPO's progress bar is live while the RM trains: the refresh must not open a second one
+    cfg = load_config(None, _overrides(tiny_model_dir, prompts_file, "ppo.reward_refresh.labeler=reward_fns:prefer_more_lowercase",
+                                       "ppo.logging.progress=true"))
     ppo_stage.validate(cfg)
     out = tmp_path / "ppo"
     ppo_stage.run(cfg, out)

@@ -357,6 +357,12 @@ def _ppo(run: _Run, plot: _Plotter) -> str:
             p, "Response length", x, ("length", "tokens", series(r, "rollout/response_length")),
             ("ended with EOS", "fraction ended with EOS", series(r, "rollout/eos_fraction")), marks), "response length"),
         plot.img("ppo_timing", lambda p: plots.plot_timing(p, r, marks), "time per iteration"),
+        plot.img("ppo_rm_shift", lambda p: plots.plot_twin(
+            p, "Reward model under policy shift", x,
+            ("ensemble disagreement", "std of member scores", _nonzero(series(r, "reward/ensemble_disagreement"))),
+            ("RM accuracy on fresh policy pairs (before each refresh)", "accuracy",
+             series(r, "refresh/rm_accuracy_on_policy_pairs")), marks),
+            "ensemble disagreement and the reward model's accuracy on the policy's own samples"),
         plot.img("ppo_losses", lambda p: plots.plot_twin(
             p, "PPO losses", x, ("policy loss", "policy loss", series(r, "loss/policy_avg")),
             ("value loss", "value loss", series(r, "loss/value_avg")), marks), "PPO losses"),
@@ -375,6 +381,11 @@ def _ppo(run: _Run, plot: _Plotter) -> str:
         parts.append(f'<p class="note">Events (dashed lines): {listed}{more}.</p>')
     parts.append(_kv_details("final PPO metrics", run.stage_summary("ppo") or _last_values(r)))
     return "".join(parts)
+
+
+def _nonzero(data: tuple[list[float], list[float]]) -> tuple[list[float], list[float]]:
+    """The series, or an empty one when every value is 0 (a single reward model has no disagreement)."""
+    return data if any(y != 0 for y in data[1]) else ([], [])
 
 
 def _overoptimisation(run: _Run, plot: _Plotter) -> str:

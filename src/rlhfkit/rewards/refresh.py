@@ -245,6 +245,7 @@ class RewardRefresher:
             "model": rm.model.model_copy(update={"name_or_path": model_path}),
             "data": data,
             "optim": self.section.optim,
-            "logging": rm.logging.model_copy(update={"eval_every": None, "tensorboard": False}),
+            # no progress bar of its own: PPO's is live, and rich shows one live display at a time
+            "logging": rm.logging.model_copy(update={"eval_every": None, "tensorboard": False, "progress": False}),
         })
         return self.cfg.model_copy(update={"seed": seed, "rm": member})
