@@ -11,10 +11,14 @@ prompts by the gold judge (VADER) and, as a common yardstick, by the run's origi
             vs RM refresh (iterated RLHF), same PPO budget, over several seeds
 
     python experiments/reward_hacking.py overopt --run runs/DEFAULT --out experiments/out
-    python experiments/reward_hacking.py compare --run runs/DEFAULT --out experiments/out --seeds 1 2 3
+    python experiments/reward_hacking.py overopt --run runs/DEFAULT --out experiments/out --rm-pairs 1000
+    python experiments/reward_hacking.py compare --run runs/DEFAULT --out experiments/out --rm-pairs 3000 \
+        --kl-coef 0.002 --iterations 40 --refresh-every 10 --seeds 1 2 3
 
-results.json holds every figure; results.md the table (mean ± sample std over seeds); plots/ the
-comparison curves. Runs already finished in --out are reused, so an interrupted command can be
+`--rm-pairs N` optimises a weaker proxy: reward models trained on the first N preference pairs only
+(results under OUT/proxy-Npairs). results.json holds every figure; results.md the table (mean ±
+sample std over seeds); plots/ the comparison curves, and OUT/plots/overopt_sweep_*.png every
+overopt run so far (one line per proxy RM) against √KL. Runs already finished in --out are reused, so an interrupted command can be
 repeated, and two commands with different --seeds can share the 2 cores (use --threads 1 each).
 """
 
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 from rlhfkit.config.load import load_config, save_resolved
 from rlhfkit.pipeline import evaluate_run
@@ -50,16 +55,31 @@ def source_run(run_dir: Path):
     return cfg, FortunesTask(cfg.task, run_dir / "task", seed=cfg.seed)
 
 
-def ensemble_members(run_dir: Path, out: Path, k: int) -> list[str]:
-    """The run's reward models, plus members trained with seeds seed+1, seed+2, ... (same data, other
-    head initialisation and data order) until there are k. Trained once, reused afterwards."""
+def ensemble_members(run_dir: Path, out: Path, k: int, rm_pairs: int | None) -> tuple[list[str], str]:
+    """k reward models and the preference file they were trained on.
+
+    Without `rm_pairs`: the run's own RM plus members trained with seeds seed+1, seed+2, ... on the same
+    data (other head initialisation and data order). With `rm_pairs`: all k are trained on the first
+    `rm_pairs` training pairs only, a weaker proxy that is easier to over-optimise (Gao et al. 2022 vary
+    the RM's data the same way). Trained once, reused afterwards."""
     cfg, _ = source_run(run_dir)
-    paths = list(cfg.ppo.reward.model_paths)
+    data = cfg.rm.data.path
+    paths: list[str] = [] if rm_pairs else list(cfg.ppo.reward.model_paths)
+    folder = out / (f"rm-members-{rm_pairs}pairs" if rm_pairs else "rm-members")
+    if rm_pairs:
+        lines = Path(data).read_text(encoding="utf-8").splitlines(keepends=True)
+        if rm_pairs > len(lines):
+            raise SystemExit(f"--rm-pairs {rm_pairs}: {data} holds only {len(lines)} pairs")
+        subset = folder / "pairs.jsonl"
+        subset.parent.mkdir(parents=True, exist_ok=True)
+        subset.write_text("".join(lines[:rm_pairs]), encoding="utf-8")
+        data = str(subset)
     for member in range(len(paths), k):
-        member_cfg = load_config(run_dir / "config.yaml", [f"seed={cfg.seed + member}", "rm.logging.progress=false"])
+        member_cfg = load_config(run_dir / "config.yaml", [f"seed={cfg.seed + member}", "rm.logging.progress=false",
+                                                            f"rm.data.path={data}"])
         console.rule(f"reward model member {member}")
-        paths.append(str(rm_stage.run(member_cfg, out / "rm-members" / f"rm-{member}", resume=True).checkpoint))
-    return paths
+        paths.append(str(rm_stage.run(member_cfg, folder / f"rm-{member}", resume=True).checkpoint))
+    return paths, data
 
 
 def run_variant(run_dir: Path, out: Path, name: str, seed: int, overrides: list[str]) -> dict:
@@ -68,7 +88,10 @@ def run_variant(run_dir: Path, out: Path, name: str, seed: int, overrides: list[
     variant_dir = out / name / f"seed-{seed}"
     done = variant_dir / "summary.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        if summary["overrides"] != overrides:
+            raise SystemExit(f"{variant_dir} was run with other settings ({summary['overrides']}): use another --out")
+        return summary
     variant = load_config(run_dir / "config.yaml", [f"seed={seed}", f"output_dir={variant_dir}", "stages=[ppo]",
                                                     "ppo.logging.progress=false", *overrides])
     save_resolved(variant, variant_dir / "config.yaml")
@@ -106,6 +129,9 @@ def _curves(variant_dir: Path) -> dict:
 def overopt(args) -> None:
     overrides = [f"ppo.num_iterations={args.iterations}", f"ppo.kl.kl_coef={args.kl_coef}", "ppo.kl.adaptive=false",
                  "ppo.lr_scheduler=constant", "ppo.sample_every=20"]
+    if args.rm_pairs:  # optimise the weaker proxy instead of the run's own RM
+        members, _ = ensemble_members(args.run, args.out, 1, args.rm_pairs)
+        overrides.append(f"ppo.reward.model_paths=[{members[0]}]")
     summary = run_variant(args.run, args.out, "overopt", args.seeds[0], overrides)
     curves = summary["curves"]
     records = read_metrics(args.out / "overopt" / f"seed-{args.seeds[0]}" / "ppo" / "metrics.jsonl")
@@ -113,32 +139,58 @@ def overopt(args) -> None:
     plots.mkdir(parents=True, exist_ok=True)
     plot_overoptimisation(plots / "overopt_vs_sqrt_kl.png", records)
     tail = slice(-5, None)  # the last five iterations, against the gold peak
-    result = {"kl_coef": args.kl_coef, "iterations": args.iterations, "gold_peak": curves["gold_peak"],
+    result = {"rm_pairs": args.rm_pairs, "kl_coef": args.kl_coef, "iterations": args.iterations, "gold_peak": curves["gold_peak"],
               "final_gold_last5": statistics.fmean(curves["gold"][tail]), "final_proxy_last5": statistics.fmean(curves["proxy"][tail]),
               "final_kl_last5": statistics.fmean(curves["kl"][tail]), "proxy_at_gold_peak": curves["proxy"][curves["iteration"].index(curves["gold_peak"]["iteration"])],
               "evaluation": summary["evaluation"]}
     _save_results(args.out, "overopt", result)
+    _plot_overopt_sweep(args.base_out)
     console.print_json(json.dumps(result))
 
 
-def variants(args, members: list[str]) -> dict[str, list[str]]:
+def _plot_overopt_sweep(base_out: Path) -> None:
+    """Every overopt run under base_out (the run's own RM, and each --rm-pairs proxy) on one pair of
+    axes: gold against √KL, and the proxy against √KL — Gao et al.'s figure, one line per proxy RM."""
+    runs = sorted(base_out.glob("overopt/seed-*")) + sorted(base_out.glob("proxy-*pairs/overopt/seed-*"),
+                                                             key=lambda d: int(d.parts[-3].split("-")[1][:-5]))
+    gold_lines, proxy_lines = [], []
+    for run in runs:
+        records = [m for m in read_metrics(run / "ppo" / "metrics.jsonl") if "objective/kl" in m and "gold/score" in m]
+        if not records:
+            continue
+        points = sorted((math.sqrt(max(m["objective/kl"], 0.0)), m["gold/score"], m["objective/scores"]) for m in records)
+        proxy_dir = run.parts[-3]
+        label = f"RM on {proxy_dir.split('-')[1][:-5]} pairs" if proxy_dir.startswith("proxy-") else "the run's RM (all pairs)"
+        gold_lines.append((label, ([p[0] for p in points], [p[1] for p in points])))
+        proxy_lines.append((label, ([p[0] for p in points], [p[2] for p in points])))
+    plots = base_out / "plots"
+    plot_lines(plots / "overopt_sweep_gold.png", "Gold score against √KL, per proxy RM", "√KL(policy ‖ reference)  [√nats]",
+               "gold score (VADER)", gold_lines)
+    plot_lines(plots / "overopt_sweep_proxy.png", "Proxy score against √KL, per proxy RM", "√KL(policy ‖ reference)  [√nats]",
+               "proxy score (the RM being optimised)", proxy_lines)
+
+
+def variants(args, members: list[str], rm_data: str) -> dict[str, list[str]]:
+    """Same PPO budget for all; they differ only in the reward. `single` and `refresh` start from member 0,
+    and the refresh replays old pairs from the data the members were trained on."""
     cfg, _ = source_run(args.run)
     common = [f"ppo.num_iterations={args.iterations}", f"ppo.kl.kl_coef={args.kl_coef}", "ppo.kl.adaptive=false"]
+    single = f"ppo.reward.model_paths=[{members[0]}]"
     ensemble = f"ppo.reward.model_paths=[{','.join(members)}]"
     return {
-        "single": [*common],
+        "single": [*common, single],
         "ensemble-min": [*common, ensemble, "ppo.reward.ensemble=min"],
         "ensemble-uncertainty": [*common, ensemble, "ppo.reward.ensemble=uncertainty", "ppo.reward.uncertainty_penalty=1.0"],
-        "refresh": [*common, f"ppo.reward_refresh.every={args.refresh_every}", "ppo.reward_refresh.labeler=task",
-                    f"ppo.reward_refresh.old_data={cfg.rm.data.path}", f"ppo.reward_refresh.eval_data={cfg.rm.data.eval_path}"],
+        "refresh": [*common, single, f"ppo.reward_refresh.every={args.refresh_every}", "ppo.reward_refresh.labeler=task",
+                    f"ppo.reward_refresh.old_data={rm_data}", f"ppo.reward_refresh.eval_data={cfg.rm.data.eval_path}"],
     }
 
 
 def compare(args) -> None:
-    members = ensemble_members(args.run, args.out, ENSEMBLE_SIZE)
+    members, rm_data = ensemble_members(args.run, args.out, ENSEMBLE_SIZE, args.rm_pairs)
     table: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        for name, overrides in variants(args, members).items():
+        for name, overrides in variants(args, members, rm_data).items():
             if args.only and name not in args.only:
                 continue
             summary = run_variant(args.run, args.out, name, seed, overrides)
@@ -148,7 +200,7 @@ def compare(args) -> None:
                 "kl": ev["after"]["kl"], "win_rate_vs_sft": ev.get("win_rate"), "length": ev["after"]["length"],
                 "gold_peak_iteration": summary["curves"]["gold_peak"]["iteration"], "ppo_seconds": summary["wall_time"]["ppo"],
             })
-    _save_results(args.out, "compare", {"kl_coef": args.kl_coef, "iterations": args.iterations, "refresh_every": args.refresh_every,
+    _save_results(args.out, "compare", {"rm_pairs": args.rm_pairs, "kl_coef": args.kl_coef, "iterations": args.iterations, "refresh_every": args.refresh_every,
                                         "per_seed": table, "mean_std": {n: _mean_std(rows) for n, rows in table.items()}})
     _plot_compare(args.out, table)
     _write_markdown(args.out)
@@ -167,8 +219,8 @@ def _plot_compare(out: Path, table: dict[str, list[dict]]) -> None:
     """Gold and proxy per iteration, averaged over seeds, one line per variant."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    for key, label in (("gold/score", "gold score"), ("objective/scores", "proxy score (the variant's own reward)"),
-                       ("objective/kl", "KL")):
+    for key, stem, label in (("gold/score", "gold", "gold score"), ("objective/scores", "proxy", "proxy score (the variant's own reward)"),
+                              ("objective/kl", "kl", "KL per response (objective/kl)")):
         lines = []
         for name, rows in table.items():
             runs = [read_metrics(out / name / f"seed-{r['seed']}" / "ppo" / "metrics.jsonl") for r in rows]
@@ -176,7 +228,7 @@ def _plot_compare(out: Path, table: dict[str, list[dict]]) -> None:
             n = min(len(c[0]) for c in curves)
             if n:
                 lines.append((name, (curves[0][0][:n], [statistics.fmean(c[1][i] for c in curves) for i in range(n)])))
-        plot_lines(plots / f"compare_{key.split('/')[-1]}.png", f"{label}, mean over seeds", "PPO iteration", label, lines)
+        plot_lines(plots / f"compare_{stem}.png", f"{label}, mean over seeds", "PPO iteration", label, lines)
 
 
 def _save_results(out: Path, key: str, value: dict) -> None:
@@ -207,14 +259,22 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (overopt: 150, compare: 60).")
     parser.add_argument("--kl-coef", type=float, default=None, help="Fixed β (overopt: 0.002, compare: 0.01).")
     parser.add_argument("--refresh-every", type=int, default=15)
+    parser.add_argument("--rm-pairs", type=int, default=None,
+                        help="Train the proxy RM(s) on only the first N preference pairs (a weaker, more hackable proxy); "
+                             "results go to OUT/proxy-Npairs.")
     parser.add_argument("--only", nargs="*", help="compare: run only these variants.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when two commands share the cores).")
     args = parser.parse_args()
+    transformers.utils.logging.set_verbosity_error()  # per-load bars and reports would bury the output
+    transformers.utils.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
     defaults = {"overopt": (150, 0.002), "compare": (60, 0.01)}[args.experiment]
     args.iterations = args.iterations or defaults[0]
     args.kl_coef = args.kl_coef if args.kl_coef is not None else defaults[1]
+    args.base_out = args.out
+    if args.rm_pairs:
+        args.out = args.out / f"proxy-{args.rm_pairs}pairs"
     (overopt if args.experiment == "overopt" else compare)(args)
 
 
