@@ -73,12 +73,15 @@ def import_labeler(spec: str) -> Labeler:
 
 def preference_records(prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str],
                        preferred_a: Sequence[bool | None]) -> list[dict[str, str]]:
-    """{prompt, chosen, rejected} for every pair with a stated preference (None: left out)."""
+    """{prompt, chosen, rejected} for every pair with a stated preference (None: left out).
+
+    Pairs with identical responses carry no preference, and a pair where the policy answered with
+    nothing (EOS at once, or only whitespace) cannot be a preference record: both are left out."""
     if len(preferred_a) != len(prompts):
         raise ConfigError(f"ppo.reward_refresh.labeler returned {len(preferred_a)} labels for {len(prompts)} pairs")
     records = []
     for prompt, a, b, pref in zip(prompts, responses_a, responses_b, preferred_a):
-        if pref is None or a == b:
+        if pref is None or a == b or not a.strip() or not b.strip():
             continue
         chosen, rejected = (a, b) if pref else (b, a)
         records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})

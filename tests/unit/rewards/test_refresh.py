@@ -12,6 +12,7 @@ import torch
 
 from rlhfkit.config import load_config
 from rlhfkit.config.load import ConfigError
+from rlhfkit.data.records import load_records
 from rlhfkit.rewards.refresh import LabelsNeeded, RewardRefresher, pair_accuracy, preference_records, preserved_rng
 
 
@@ -20,6 +21,16 @@ def test_preference_records_orders_pairs_and_drops_no_preference():
                                  [True, False, None, True])
     assert records == [{"prompt": "p1", "chosen": "a1", "rejected": "b1"},
                        {"prompt": "p2", "chosen": "b2", "rejected": "a2"}]  # None and identical pairs left out
+
+
+def test_empty_responses_are_left_out_so_the_rm_stage_accepts_the_round(tmp_path):
+    # Regression: a policy that emits EOS at once gave {"rejected": ""}, which the RM data loader
+    # refused mid-PPO (file:line: field 'rejected': must be a non-empty string).
+    records = preference_records(["p1", "p2", "p3"], ["good", "", "fine"], ["bad", "meh", " \n"], [True, True, False])
+    assert records == [{"prompt": "p1", "chosen": "good", "rejected": "bad"}]
+    path = tmp_path / "round.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [r.chosen for r in load_records(path, "preferences")] == ["good"]
 
 
 def test_preference_records_rejects_a_wrong_number_of_labels():
