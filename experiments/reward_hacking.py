@@ -7,6 +7,7 @@ prompts by the gold judge (VADER) and, as a common yardstick, by the run's origi
 
   overopt   one long run with a low KL coefficient: does the gold score peak and fall while the
             proxy keeps rising? (Gao et al. 2022; plot: gold and proxy against √KL)
+  provoke   the default run's PPO with β = 0 and 10× the learning rate: the monitor should warn
   compare   single RM vs worst-case (min) and uncertainty-weighted ensembles (Coste et al. 2023)
             vs RM refresh (iterated RLHF), same PPO budget, over several seeds
 
@@ -170,6 +171,22 @@ def _plot_overopt_sweep(base_out: Path) -> None:
                "proxy score (the RM being optimised)", proxy_lines)
 
 
+def provoke(args) -> None:
+    """The default run's PPO provoked into hacking: no KL penalty and a 10× learning rate. The monitor
+    should warn here, and stays silent on the default run (compare the two reports' Warnings)."""
+    cfg, _ = source_run(args.run)
+    overrides = [f"ppo.num_iterations={args.iterations}", "ppo.kl.kl_coef=0.0", "ppo.kl.adaptive=false",
+                 f"ppo.learning_rate={cfg.ppo.learning_rate * 10:g}"]
+    run_variant(args.run, args.out, "provoked", args.seeds[0], overrides)
+    warned = {}
+    for name, run in (("default run", args.run), ("provoked", args.out / "provoked" / f"seed-{args.seeds[0]}")):
+        warned[name] = [m["diagnostic"] for m in read_metrics(run / "ppo" / "metrics.jsonl") if "diagnostic" in m]
+        console.print(f"[bold]{name}[/]: {len(warned[name])} warning(s)")
+        for line in warned[name]:
+            console.print("  " + line)
+    _save_results(args.out, "provoke", {"overrides": overrides, "warnings": warned})
+
+
 def variants(args, members: list[str], rm_data: str) -> dict[str, list[str]]:
     """Same PPO budget for all; they differ only in the reward. `single` and `refresh` start from member 0,
     and the refresh replays old pairs from the data the members were trained on."""
@@ -177,13 +194,23 @@ def variants(args, members: list[str], rm_data: str) -> dict[str, list[str]]:
     common = [f"ppo.num_iterations={args.iterations}", f"ppo.kl.kl_coef={args.kl_coef}", "ppo.kl.adaptive=false"]
     single = f"ppo.reward.model_paths=[{members[0]}]"
     ensemble = f"ppo.reward.model_paths=[{','.join(members)}]"
+    # Control: members differ in held-out accuracy, so an ensemble could win only by containing a
+    # better member than member 0. `single-best` optimises the most accurate member alone.
+    best = max(members, key=_held_out_accuracy)
     return {
         "single": [*common, single],
+        **({"single-best": [*common, f"ppo.reward.model_paths=[{best}]"]} if best != members[0] else {}),
         "ensemble-min": [*common, ensemble, "ppo.reward.ensemble=min"],
         "ensemble-uncertainty": [*common, ensemble, "ppo.reward.ensemble=uncertainty", "ppo.reward.uncertainty_penalty=1.0"],
         "refresh": [*common, single, f"ppo.reward_refresh.every={args.refresh_every}", "ppo.reward_refresh.labeler=task",
                     f"ppo.reward_refresh.old_data={rm_data}", f"ppo.reward_refresh.eval_data={cfg.rm.data.eval_path}"],
     }
+
+
+def _held_out_accuracy(model_path: str) -> float:
+    """A reward model's held-out pairwise accuracy, from its stage's done.json."""
+    done = json.loads((Path(model_path).parent / "done.json").read_text())
+    return done["metrics"]["eval/accuracy"]
 
 
 def compare(args) -> None:
@@ -229,6 +256,9 @@ def _plot_compare(out: Path, table: dict[str, list[dict]]) -> None:
             if n:
                 lines.append((name, (curves[0][0][:n], [statistics.fmean(c[1][i] for c in curves) for i in range(n)])))
         plot_lines(plots / f"compare_{stem}.png", f"{label}, mean over seeds", "PPO iteration", label, lines)
+    for name, rows in table.items():  # Gao et al.'s picture per variant, every seed's iterations pooled
+        pooled = [m for r in rows for m in read_metrics(out / name / f"seed-{r['seed']}" / "ppo" / "metrics.jsonl")]
+        plot_overoptimisation(plots / f"compare_overopt_{name}.png", pooled)
 
 
 def _save_results(out: Path, key: str, value: dict) -> None:
@@ -252,11 +282,11 @@ def _write_markdown(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=["overopt", "compare"])
+    parser.add_argument("experiment", choices=["overopt", "compare", "provoke"])
     parser.add_argument("--run", type=Path, required=True, help="A finished `rlhfkit run` directory of the default task.")
     parser.add_argument("--out", type=Path, default=Path("experiments/out"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (overopt: 150, compare: 60).")
+    parser.add_argument("--iterations", type=int, default=None, help="PPO iterations (overopt: 150, compare: 60, provoke: 40).")
     parser.add_argument("--kl-coef", type=float, default=None, help="Fixed β (overopt: 0.002, compare: 0.01).")
     parser.add_argument("--refresh-every", type=int, default=15)
     parser.add_argument("--rm-pairs", type=int, default=None,
@@ -269,13 +299,13 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    defaults = {"overopt": (150, 0.002), "compare": (60, 0.01)}[args.experiment]
+    defaults = {"overopt": (150, 0.002), "compare": (60, 0.01), "provoke": (40, 0.0)}[args.experiment]
     args.iterations = args.iterations or defaults[0]
     args.kl_coef = args.kl_coef if args.kl_coef is not None else defaults[1]
     args.base_out = args.out
     if args.rm_pairs:
         args.out = args.out / f"proxy-{args.rm_pairs}pairs"
-    (overopt if args.experiment == "overopt" else compare)(args)
+    {"overopt": overopt, "compare": compare, "provoke": provoke}[args.experiment](args)
 
 
 if __name__ == "__main__":
