@@ -182,7 +182,7 @@ def run(
     set: SetOpt = None,
     output_dir: OutputOpt = None,
     overwrite: OverwriteOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (about 3 minutes on 2 CPU cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (under a minute on 2 CPU cores).")] = False,
     resume: ResumeOpt = None,
 ) -> None:
     """All three stages, then evaluation and report.html. No --config: the bundled default task."""
