@@ -118,6 +118,15 @@ def _draw(ax, xs: list[float], ys: list[float], label: str, color: str):
     return handle
 
 
+def _short_event(text: str, width: int = 24) -> str:
+    """An event's label on a plot: whole when short, else its head before the first colon
+    ("RM refresh 2: 241 new pairs ..." -> "RM refresh 2"), else cut with an ellipsis."""
+    if len(text) <= width:
+        return text
+    head = text.split(":", 1)[0]
+    return head if len(head) <= width else text[: width - 1] + "…"
+
+
 def _draw_events(ax, marks: Sequence[tuple[float, str]]):
     """Dashed vertical lines at event steps (labelled when few). Returns a legend handle or None."""
     handle = None
@@ -126,7 +135,7 @@ def _draw_events(ax, marks: Sequence[tuple[float, str]]):
     for step, text in marks:
         handle = ax.axvline(step, color=EVENT_COLOR, linestyle="--", linewidth=0.9, alpha=0.9, label=label, zorder=4)
         if len(marks) <= 8:
-            ax.text(step, 0.98, f" {text[:24]}", transform=ax.get_xaxis_transform(), rotation=90, va="top",
+            ax.text(step, 0.98, f" {_short_event(text)}", transform=ax.get_xaxis_transform(), rotation=90, va="top",
                     ha="right", fontsize=6.5, color="#555555", zorder=5,
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
     return handle

@@ -178,3 +178,12 @@ def test_missing_run_dir(tmp_path):
         write_report(tmp_path / "nope")
     with pytest.raises(ConfigError):
         report_command(tmp_path / "nope")
+
+
+def test_event_labels_fit_on_a_plot():
+    from rlhfkit.report.plots import _short_event
+
+    assert _short_event("early stop") == "early stop"
+    assert _short_event("RM refresh 2: 241 new pairs from the policy (+768 replayed)") == "RM refresh 2"
+    long = "x" * 40
+    assert _short_event(long) == "x" * 23 + "…" and len(_short_event(long)) == 24
