@@ -56,6 +56,15 @@ def _first_line(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
+def context_length(model: PreTrainedModel) -> int | None:
+    """How many positions the model can attend over (None when its config does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """Match the embedding table to the tokenizer and record the pad/eos ids in the config."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

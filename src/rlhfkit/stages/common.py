@@ -33,3 +33,19 @@ def read_train_and_held_out(data, kind: str, seed: int, where: str, expected: st
     if data.max_examples:
         train = train[: data.max_examples]
     return train, held_out
+
+
+def fit_max_length(requested: int, model, where: str) -> int:
+    """The length examples are tokenized to: `{where}.data.max_length`, capped at the model's context.
+
+    A longer sequence would index past the model's position table and fail mid-training, so the
+    cap is applied (and said) before any batch is built; truncation then follows the stated rule."""
+    from rlhfkit.models.load import context_length
+    from rlhfkit.training.progress import console
+
+    limit = context_length(model)
+    if limit is None or requested <= limit:
+        return requested
+    console.print(f"\\[{where}] {where}.data.max_length {requested} is more than the model's {limit} positions: "
+                  f"examples are truncated to {limit} tokens")
+    return limit

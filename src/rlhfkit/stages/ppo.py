@@ -50,6 +50,7 @@ from rlhfkit.data.tokenize import PromptCollator, TruncationStats, tokenize_prom
 from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged, require_peft
 from rlhfkit.models.load import (
     check_model_source,
+    context_length,
     disable_dropout,
     freeze,
     load_causal_lm,
@@ -149,6 +150,17 @@ def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]],
     if stats.dropped:
         raise ConfigError(f"{ppo.data.path}: {stats.dropped} prompt(s) tokenize to nothing")
     return [render_prompt(tokenizer, r) for r in records], ids, stats
+
+
+def check_fits_context(ppo: PPOConfig, prompt_ids: list[list[int]], limit: int | None) -> None:
+    """The longest prompt plus the response budget must fit the policy's positions: otherwise
+    generation fails with an index error in the middle of a rollout."""
+    longest = max((len(ids) for ids in prompt_ids), default=0)
+    if limit is not None and longest + ppo.generation.max_new_tokens > limit:
+        raise ConfigError(
+            f"{ppo.data.path}: the longest prompt ({longest} tokens) + ppo.generation.max_new_tokens "
+            f"({ppo.generation.max_new_tokens}) = {longest + ppo.generation.max_new_tokens} is more than the policy's "
+            f"{limit} positions: lower ppo.generation.max_prompt_length (prompts are cut from the left) or max_new_tokens")
 
 
 class PromptSampler:
@@ -283,6 +295,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
         reward_source = RewardModelEnsemble(ppo.reward.model_paths, ppo.reward, device, ppo.policy.dtype, ppo.mini_batch_size * 4)
 
     prompt_texts, prompt_ids, prompt_stats = load_prompts(ppo, tokenizer)
+    check_fits_context(ppo, prompt_ids, context_length(policy))
     collate = PromptCollator(tokenizer.pad_token_id)
     sampler = PromptSampler(len(prompt_texts), cfg.seed)
     backend = HFGenerationBackend(policy, tokenizer, ppo.generation)

@@ -24,7 +24,7 @@ from rlhfkit.data.records import PreferenceExample
 from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
 from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic
 from rlhfkit.models.scoring import sequence_scores
-from rlhfkit.stages.common import StageOutput, read_train_and_held_out
+from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
@@ -93,9 +93,10 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     model = load_reward_model(rm.model, tokenizer, "rm.model")
 
     # 3. Tokenize: prompt + response + EOS for both sides.
+    max_length = fit_max_length(rm.data.max_length, model, "rm")
     stats = TruncationStats()
-    train_data = tokenize_preferences(train_records, tokenizer, rm.data.max_length, stats)
-    eval_data = tokenize_preferences(eval_records, tokenizer, rm.data.max_length, TruncationStats())
+    train_data = tokenize_preferences(train_records, tokenizer, max_length, stats)
+    eval_data = tokenize_preferences(eval_records, tokenizer, max_length, TruncationStats())
     collate = PreferenceCollator(tokenizer.pad_token_id)
     bs = rm.optim.batch_size
     eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]

@@ -21,7 +21,7 @@ from rlhfkit.algos.losses import sft_loss
 from rlhfkit.config.stages import RunConfig, SFTConfig
 from rlhfkit.data.records import InstructionExample
 from rlhfkit.data.tokenize import SFTCollator, TruncationStats, pack_sft, tokenize_sft
-from rlhfkit.stages.common import StageOutput, read_train_and_held_out
+from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out
 from rlhfkit.models.load import check_model_source, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
@@ -67,11 +67,12 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     model = load_causal_lm(sft.model, tokenizer, "sft.model")
 
     # 3. Tokenize: completion-only labels, truncation counted.
+    max_length = fit_max_length(sft.data.max_length, model, "sft")
     stats = TruncationStats()
-    train_data = tokenize_sft(train_records, tokenizer, sft.data.max_length, stats)
-    eval_data = tokenize_sft(eval_records, tokenizer, sft.data.max_length, TruncationStats())
+    train_data = tokenize_sft(train_records, tokenizer, max_length, stats)
+    eval_data = tokenize_sft(eval_records, tokenizer, max_length, TruncationStats())
     if sft.packing:
-        train_data = pack_sft(train_data, sft.data.max_length)
+        train_data = pack_sft(train_data, max_length)
     collate = SFTCollator(tokenizer.pad_token_id)
     eval_batches = [collate(eval_data[i : i + sft.optim.batch_size]) for i in range(0, len(eval_data), sft.optim.batch_size)]
     stage_dir.mkdir(parents=True, exist_ok=True)
