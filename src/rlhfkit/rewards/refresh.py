@@ -38,6 +38,7 @@ import torch
 from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import RunConfig
 from rlhfkit.data.records import load_records
+from rlhfkit.rewards.sources import import_function
 
 Labeler = Callable[[list[str], list[str], list[str]], Sequence["bool | None"]]
 PairSampler = Callable[[list[int]], tuple[list[str], list[str], list[str]]]
@@ -57,18 +58,7 @@ class LabelsNeeded(Exception):
 
 
 def import_labeler(spec: str) -> Labeler:
-    """`package.module:function` -> the function (ConfigError when it cannot be imported)."""
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # the user's module: report it in one line
-        raise ConfigError(f"ppo.reward_refresh.labeler: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"ppo.reward_refresh.labeler: {module_name!r} has no callable {attr!r}")
-    return fn
+    return import_function(spec, "ppo.reward_refresh.labeler")
 
 
 def preference_records(prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str],
@@ -113,11 +103,13 @@ def preserved_rng():
 class RewardRefresher:
     """Owns the refresh schedule, the rounds' files and the current reward-model paths (checkpointed)."""
 
-    def __init__(self, cfg: RunConfig, stage_dir: Path, labeler: Labeler | None):
+    def __init__(self, cfg: RunConfig, stage_dir: Path, task_labeler: Labeler | None):
+        """`task_labeler`: the bundled task's annotators, used when `labeler: task`."""
         self.cfg = cfg
         self.section = cfg.ppo.reward_refresh
         self.dir = stage_dir / "refresh"
-        self.labeler = labeler
+        spec = self.section.labeler
+        self.labeler = task_labeler if spec == "task" else None if spec == "file" else import_labeler(spec)
         self.round = 0
         self.model_paths = list(cfg.ppo.reward.model_paths)
         self.pending_iteration: int | None = None  # file labeler: pairs written, labels awaited

@@ -101,17 +101,21 @@ class RewardModelEnsemble:
         return ScoredBatch(combine_scores(stacked, self.cfg.ensemble, self.cfg.uncertainty_penalty), stacked)
 
 
-def import_reward_callable(spec: str) -> Callable[[list[str], list[str]], Sequence[float]]:
-    """`package.module:function` -> the function (ConfigError when it cannot be imported)."""
+def import_function(spec: str, key: str) -> Callable:
+    """`package.module:function` -> the function; ConfigError naming the config `key` when it cannot be imported."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # ImportError, but also a SyntaxError or a crash in the user's module
-        raise ConfigError(f"ppo.reward.callable: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
+        raise ConfigError(f"{key}: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ConfigError(f"ppo.reward.callable: {module_name!r} has no callable {attr!r}")
+        raise ConfigError(f"{key}: {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def import_reward_callable(spec: str) -> Callable[[list[str], list[str]], Sequence[float]]:
+    return import_function(spec, "ppo.reward.callable")
 
 
 class CallableReward:

@@ -314,10 +314,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     monitor = TrainingMonitor(ppo.diagnostics) if ppo.diagnostics.enabled else None
     stopper = EarlyStopper(ppo.early_stopping)
     guard = FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration")
-    refresher = None
-    if ppo.reward_refresh.every is not None:
-        refresher = RewardRefresher(cfg, stage_dir, labeler if ppo.reward_refresh.labeler == "task"
-                                    else import_labeler(ppo.reward_refresh.labeler) if ":" in ppo.reward_refresh.labeler else None)
+    refresher = RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None
 
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     checkpointer = Checkpointer(

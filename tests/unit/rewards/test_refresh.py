@@ -60,7 +60,7 @@ def test_preserved_rng_leaves_every_stream_where_it_was():
 
 def _refresher(tmp_path, *overrides):
     cfg = load_config(None, ["ppo.num_iterations=10", "ppo.reward.model_paths=[rm]", "ppo.reward_refresh.every=4", *overrides])
-    return RewardRefresher(cfg, tmp_path, labeler=None)
+    return RewardRefresher(cfg, tmp_path, task_labeler=None)
 
 
 def test_schedule_skips_the_last_iteration(tmp_path):
