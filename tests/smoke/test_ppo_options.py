@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from rlhfkit.config import load_config
 from rlhfkit.config.load import ConfigError
 from rlhfkit.models.value_head import SharedValueHead
-from rlhfkit.rollout.experience import policy_logprobs, policy_logprobs_and_values, token_values
+from rlhfkit.models.actor_critic import ActorCritic, response_logprobs
 from rlhfkit.stages import ppo as ppo_stage
 from rlhfkit.training.checkpoint import latest_checkpoint
 from rlhfkit.training.metrics import read_metrics
@@ -63,9 +63,17 @@ def test_shared_value_head_run(tmp_path, tiny_model_dir, prompts_file, reward_fn
     AutoModelForCausalLM.from_pretrained(out / "policy")
 
 
+def _logprobs(model, rollout, temperature):
+    return response_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1], temperature)
+
+
+def _forward(actor_critic, rollout, temperature):
+    return actor_critic(rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1], temperature)
+
+
 def test_shared_head_values_align_with_token_values(tiny_model_dir):
-    """Same positions as a critic's `token_values`: a critic built from the policy's trunk and the
-    same head gives identical values, and the logprobs are `policy_logprobs`' exactly."""
+    """Same positions as a separate critic's values: a critic built from the policy's trunk and the
+    same head gives identical values, and the logprobs and entropy are a separate critic's pair's exactly."""
     torch.manual_seed(0)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     head = SharedValueHead.for_policy(policy)
@@ -81,9 +89,8 @@ def test_shared_head_values_align_with_token_values(tiny_model_dir):
 
     rollout = _toy_rollout(policy.config.vocab_size)
     with torch.no_grad():
-        logprobs, entropy, values = policy_logprobs_and_values(policy, head, rollout, 0.7)
-        ref_logprobs, ref_entropy = policy_logprobs(policy, rollout, 0.7, with_entropy=True)
-        critic_values = token_values(Critic(), rollout)
+        logprobs, entropy, values = _forward(ActorCritic(policy, head), rollout, 0.7)
+        ref_logprobs, ref_entropy, critic_values = _forward(ActorCritic(policy, Critic()), rollout, 0.7)
     assert values.shape == logprobs.shape == rollout.response_ids.shape
     assert torch.equal(logprobs, ref_logprobs) and torch.equal(entropy, ref_entropy)
     torch.testing.assert_close(values, critic_values, rtol=0, atol=1e-6)
@@ -97,10 +104,8 @@ def _toy_rollout(vocab: int):
     response = torch.randint(3, vocab, (2, 5), generator=g)
     q_mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     r_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    fields = {f: None for f in Rollout.__dataclass_fields__}
-    fields.update(query_ids=query, query_mask=q_mask, response_ids=response, response_mask=r_mask,
-                  input_ids=torch.cat([query, response], 1), attention_mask=torch.cat([q_mask, r_mask], 1))
-    return Rollout(**{k: v for k, v in fields.items() if k in Rollout.__dataclass_fields__})
+    return Rollout(query_ids=query, query_mask=q_mask, response_ids=response, response_mask=r_mask,
+                   ended_with_eos=torch.tensor([False, False]), prompts=["", ""], responses=["", ""])
 
 
 def test_shared_head_refuses_a_value_model_path(tiny_model_dir, prompts_file):
@@ -138,9 +143,9 @@ def test_adapter_free_reference_is_the_base_model_exactly(tiny_model_dir):
                 p.normal_(0, 0.5)
     rollout = _toy_rollout(base.config.vocab_size)
     with torch.no_grad():
-        base_lp, _ = policy_logprobs(base, rollout, 0.7)
-        ref_lp, _ = policy_logprobs(AdapterFreeReference(policy), rollout, 0.7)
-        adapted_lp, _ = policy_logprobs(policy, rollout, 0.7)
+        base_lp = _logprobs(base, rollout, 0.7)
+        ref_lp = _logprobs(AdapterFreeReference(policy), rollout, 0.7)
+        adapted_lp = _logprobs(policy, rollout, 0.7)
     assert torch.equal(ref_lp, base_lp)
     assert not torch.equal(adapted_lp, base_lp)
 

@@ -1,8 +1,15 @@
 """Losses for the three RLHF stages: SFT, reward model, PPO policy and value.
 
 Each loss returns a scalar tensor that carries gradients; PPO and reward losses also
-return a dict of python-float stats (computed without gradients; ``.item()`` syncs
-the device once per stat). Shapes: rewards (B,); PPO tensors (B, T) with a 0/1 mask.
+return a dict of stats computed without gradients: python floats for the reward loss,
+0-dim tensors for the PPO losses (so a PPO update can sum them on the device and sync
+once per iteration, not once per stat and mini-batch). Shapes: rewards (B,); PPO
+tensors (B, T) with a 0/1 mask.
+
+PPO loss aggregation: a token mean. By default over this batch's valid tokens; with
+``num_tokens`` the token *sum* is divided by that count instead, so a caller can make
+the optimiser step's gradient the mean over every token of the whole step, however the
+step is split into micro-batches and processes (training/ppo_update.py).
 
 - ``pairwise_loss``: Bradley-Terry -log sigma(r_c - r_r) (Stiennon 2020, InstructGPT,
   N+ item 10), with an optional per-pair margin subtracted from the difference (Llama 2)
@@ -31,7 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.algos.masked import masked_mean
+from rlhfkit.algos.masked import masked_mean, masked_sum
 
 __all__ = [
     "pairwise_loss",
@@ -88,14 +95,17 @@ def ppo_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped PPO surrogate over (B, T) tensors; returns (pg_loss, stats)."""
+    num_tokens: torch.Tensor | float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped PPO surrogate over (B, T) tensors; returns (pg_loss, stats).
+
+    ``num_tokens``: divide the masked token sum by this instead of the batch's token count."""
     logratio = logprobs - old_logprobs
     ratio = torch.exp(logratio)
     pg_losses = -advantages * ratio
     pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     # max of the two losses = min of the two objectives: the pessimistic bound.
-    pg_loss = masked_mean(torch.maximum(pg_losses, pg_losses_clipped), mask)
+    pg_loss = _token_mean(torch.maximum(pg_losses, pg_losses_clipped), mask, num_tokens)
     with torch.no_grad():
         valid = mask.bool()
         clipfrac = masked_mean((pg_losses_clipped > pg_losses).float(), valid)
@@ -103,12 +113,7 @@ def ppo_policy_loss(
         ratio_mean = masked_mean(ratio, valid)
         # An empty mask has no maximum; report 0 like the masked means do.
         ratio_max = torch.where(valid, ratio, float("-inf")).max() if valid.any() else ratio.new_zeros(())
-        stats = {
-            "clipfrac": clipfrac.item(),
-            "approx_kl": approx_kl.item(),
-            "ratio_mean": ratio_mean.item(),
-            "ratio_max": ratio_max.item(),
-        }
+        stats = {"clipfrac": clipfrac, "approx_kl": approx_kl, "ratio_mean": ratio_mean, "ratio_max": ratio_max}
     return pg_loss, stats
 
 
@@ -118,15 +123,25 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip_range_value: float | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped value loss over (B, T) tensors; ``clip_range_value=None`` disables clipping."""
+    num_tokens: torch.Tensor | float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss over (B, T) tensors; ``clip_range_value=None`` disables clipping.
+
+    ``num_tokens``: divide the masked token sum by this instead of the batch's token count."""
     vf_losses = (values - returns).square()
     if clip_range_value is None:
-        vf_loss = 0.5 * masked_mean(vf_losses, mask)
-        return vf_loss, {"clipfrac": 0.0}
+        vf_loss = 0.5 * _token_mean(vf_losses, mask, num_tokens)
+        return vf_loss, {"clipfrac": vf_loss.new_zeros(())}
     values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     vf_losses_clipped = (values_clipped - returns).square()
-    vf_loss = 0.5 * masked_mean(torch.maximum(vf_losses, vf_losses_clipped), mask)
+    vf_loss = 0.5 * _token_mean(torch.maximum(vf_losses, vf_losses_clipped), mask, num_tokens)
     with torch.no_grad():
         clipfrac = masked_mean((vf_losses_clipped > vf_losses).float(), mask.bool())
-    return vf_loss, {"clipfrac": clipfrac.item()}
+    return vf_loss, {"clipfrac": clipfrac}
+
+
+def _token_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: torch.Tensor | float | None) -> torch.Tensor:
+    """masked_mean(x, mask), or the masked sum over ``num_tokens`` (a count taken elsewhere)."""
+    if num_tokens is None:
+        return masked_mean(x, mask)
+    return masked_sum(x, mask) / num_tokens

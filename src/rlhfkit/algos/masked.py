@@ -19,9 +19,16 @@ Where we depart from the sources:
   not inf.
 - ``masked_whiten`` returns whitened values at *every* position, padding
   included; callers zero the padding themselves if they need it.
+- ``masked_whiten(..., all_sum=f)`` takes its statistics over a batch split across
+  processes: ``f`` sums a tensor over every process (an all-reduce; the caller supplies
+  it, so this module stays free of torch.distributed). The identity — the default — is
+  the one-process case. Sums, not means, travel: shards of different sizes still give
+  the statistics of the whole batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -70,17 +77,26 @@ def masked_whiten(
     shift_mean: bool = True,
     unbiased: bool = False,
     eps: float = 1e-8,
+    all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``(x - mean) * rsqrt(var + eps)``, statistics over the masked elements.
 
     With ``shift_mean=False`` the mean is added back, so only the scale
     changes (the N+ reward-whitening default). Shape of the output = shape of
     ``x``; padded positions hold whitened garbage and must be zeroed by the
-    caller if it matters.
+    caller if it matters. ``all_sum``: statistics over every process's shard
+    (module docstring).
     """
     m = _check(x, mask)
-    mean = masked_mean(x, m)
-    var = masked_var(x, m, unbiased=unbiased)
+    if all_sum is None:
+        mean = masked_mean(x, m)
+        var = masked_var(x, m, unbiased=unbiased)
+    else:
+        total_and_count = all_sum(torch.stack([masked_sum(x, m), m.sum().to(x.dtype)]))
+        n = total_and_count[1]
+        mean = total_and_count[0] / n.clamp(min=1)
+        sq = all_sum(masked_sum((x - mean) ** 2, m))
+        var = sq / ((n - 1) if unbiased else n).clamp(min=1)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

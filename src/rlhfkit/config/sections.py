@@ -27,7 +27,9 @@ class ModelSection(Section):
         "stage's output in `rlhfkit run` (required when a stage runs alone).",
     )
     tokenizer: str | None = Field(None, description="Tokenizer name/path if it differs from the model's.")
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Weights dtype.")
+    dtype: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="Weights dtype; auto: bf16 where the GPU supports it, fp32 on CPU. For bf16/fp16 "
+        "compute with fp32 master weights use the top-level mixed_precision instead.")
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the checkpoint. Off unless you trust the source."
     )
@@ -46,6 +48,7 @@ class OptimSection(Section):
     lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up linearly.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip; empty disables it.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
 
 
 class DataSection(Section):

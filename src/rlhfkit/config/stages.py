@@ -108,6 +108,7 @@ class RewardSourceSection(Section):
     normalize: bool = Field(True, description="Shift/scale RM scores by the mean/std stored with the checkpoint.")
     clip: float | None = Field(None, gt=0, description="Clip scores to ±clip after normalisation.")
     missing_eos_penalty: float | None = Field(None, ge=0, description="Subtract this from the score of responses that never emit EOS.")
+    batch_size: int = Field(64, gt=0, description="Sequences per reward-model forward when scoring (independent of ppo.mini_batch_size).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RewardSourceSection":
@@ -189,6 +190,7 @@ class PPOConfig(Section):
     gradient_accumulation_steps: int = Field(16, gt=0, description="Mini-batches per optimiser step.")
     ppo_epochs: int = Field(4, gt=0, description="Passes over each rollout batch, reshuffled each time.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations of the policy and critic in the backward pass: less memory, about a third more compute.")
     clip_range: float = Field(0.2, gt=0, description="ε of the clipped policy objective.")
     clip_range_value: float | None = Field(0.2, gt=0, description="Value clipping around the rollout values; empty disables.")
     vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")

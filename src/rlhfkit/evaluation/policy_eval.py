@@ -24,7 +24,7 @@ from rlhfkit.algos.kl import exact_kl_from_logits
 from rlhfkit.algos.logprobs import logprobs_from_logits
 from rlhfkit.config.stages import GenerationSection
 from rlhfkit.data.tokenize import PromptCollator
-from rlhfkit.rollout.experience import response_logits
+from rlhfkit.models.actor_critic import response_logits
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 

@@ -28,6 +28,22 @@ from rlhfkit.data.tokenize import ensure_pad_token
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_dtype(name: str) -> torch.dtype:
+    """`dtype` of a model section as a torch dtype; `auto` is bf16 where a GPU supports it, else fp32."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[name]
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
+    """Recompute activations in the backward pass instead of storing them (less memory, ~⅓ more compute).
+
+    Non-reentrant checkpointing: it works with frozen inputs (LoRA) and gives the same gradients."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 class ModelLoadError(ValueError):
     """A model or tokenizer could not be loaded; the message names the path."""
 
@@ -82,7 +98,7 @@ def load_causal_lm(section: ModelSection, tokenizer: PreTrainedTokenizerBase, wh
     path = _require_path(section, where)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
+            path, dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{where}: cannot load causal LM from {path!r}: {_first_line(err)}") from None
@@ -98,7 +114,7 @@ def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase,
     path = _require_path(section, where)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code,
+            path, num_labels=1, dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code,
             output_loading_info=True,
         )
     except (OSError, ValueError) as err:

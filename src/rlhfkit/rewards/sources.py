@@ -1,11 +1,16 @@
 """Where PPO's scalar score comes from: reward-model checkpoints (one or an ensemble) or a callable.
 
-Every source scores *text*: the prompt and the response are re-tokenized with the reward
-model's own tokenizer exactly as in RM training (prompt ids + response ids + EOS), so a reward
-model with a different tokenizer from the policy works. The score is read at that EOS token
-(N+ detail 11), where the RM learned to put it. A response that ran out of budget without
-emitting EOS is scored the same way and then penalised (`missing_eos_penalty`, N+ detail 15),
-rather than read at an arbitrary mid-sentence token the RM never saw scored.
+A reward model that shares the policy's tokenizer (the default: the RM is trained from the SFT
+model) scores the *exact ids the policy sampled*: the prompt's ids + the response's ids + the EOS
+the RM was trained with, right-padded — the layout of an RM training example
+(data/tokenize.py::tokenize_preferences). Decoding the response to text and re-tokenizing it
+would score another sequence than the one PPO credits: BPE round trips are not identity (merges
+across the prompt/response boundary, special-token text, byte fallbacks). Only a reward model
+with another vocabulary (an encoder RM, say) scores re-tokenized text, and that is said once.
+The score is read at that EOS token (N+ detail 11), where the RM learned to put it. A response
+that ran out of budget without emitting EOS gets the EOS appended like every other and is then
+penalised (`missing_eos_penalty`, N+ detail 15), rather than read at an arbitrary mid-sentence
+token the RM never saw scored.
 
 Ensembles combine members (Coste et al. 2023): `mean`, `min` (worst case) or `uncertainty`
 (mean − λ·variance). The members' disagreement (std across members) is returned with the
@@ -19,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from rich.markup import escape
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhfkit.config.load import ConfigError
@@ -26,6 +32,7 @@ from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import RewardSourceSection
 from rlhfkit.models.load import disable_dropout, freeze, load_reward_model, load_tokenizer
 from rlhfkit.models.scoring import sequence_scores
+from rlhfkit.training.progress import console
 
 
 class RewardFunctionError(RuntimeError):
@@ -56,14 +63,51 @@ class ScoredBatch:
         return float(self.members.std(0, unbiased=False).mean())
 
 
-class RewardModelEnsemble:
-    """One or more `AutoModelForSequenceClassification` reward models, frozen, dropout off."""
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True when ids mean the same tokens in both tokenizers (so sampled ids can be scored as they are)."""
+    return (a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
+            and a.pad_token_id == b.pad_token_id)
 
-    def __init__(self, paths: Sequence[str], cfg: RewardSourceSection, device: torch.device, dtype: str = "fp32", batch_size: int = 16):
+
+def rm_rows_from_ids(query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids: torch.Tensor,
+                     response_mask: torch.Tensor, eos_id: int) -> list[list[int]]:
+    """The RM-training layout of each sampled episode: prompt ids + response ids + EOS.
+
+    query (B, Tq) left-padded, response (B, Tr) valid up to and including its first EOS. A response
+    that emitted EOS already ends with it; one cut off at the budget gets it appended (as in RM
+    training, where every response ends with EOS)."""
+    rows = []
+    for q, qm, r, rm in zip(query_ids.tolist(), query_mask.tolist(), response_ids.tolist(), response_mask.tolist()):
+        prompt = [t for t, m in zip(q, qm) if m]
+        response = [t for t, m in zip(r, rm) if m]
+        if not response or response[-1] != eos_id:
+            response.append(eos_id)
+        rows.append(prompt + response)
+    return rows
+
+
+@dataclass(frozen=True)
+class RewardMember:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    mean: float  # score normalisation stored with the checkpoint (rlhfkit_score_mean / _std)
+    std: float
+    reads_policy_ids: bool  # same vocabulary as the policy: score the sampled ids as they are
+
+
+class RewardModelEnsemble:
+    """One or more `AutoModelForSequenceClassification` reward models, frozen, dropout off.
+
+    `policy_tokenizer` (PPO) lets members with the policy's vocabulary score sampled ids directly
+    (`score_rollout`); `score(prompts, responses)` tokenizes text, for evaluation and labelling.
+    `batch_size` rows go through a member at a time, independent of PPO's mini-batch size."""
+
+    def __init__(self, paths: Sequence[str], cfg: RewardSourceSection, device: torch.device, dtype: str = "fp32",
+                 batch_size: int = 64, policy_tokenizer: PreTrainedTokenizerBase | None = None):
         self.cfg = cfg
         self.device = device
         self.batch_size = batch_size
-        self.members: list[tuple[PreTrainedModel, PreTrainedTokenizerBase, float, float]] = []
+        self.members: list[RewardMember] = []
         for i, path in enumerate(paths):
             section = ModelSection(name_or_path=path, dtype=dtype)
             where = f"ppo.reward.model_paths[{i}]"
@@ -71,34 +115,51 @@ class RewardModelEnsemble:
             model = freeze(disable_dropout(load_reward_model(section, tokenizer, where))).to(device)
             mean = float(getattr(model.config, "rlhfkit_score_mean", 0.0))
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
-            self.members.append((model, tokenizer, mean, std))
+            shared = policy_tokenizer is not None and same_vocabulary(tokenizer, policy_tokenizer)
+            if policy_tokenizer is not None and not shared:
+                console.print(f"\\[ppo] {escape(where)} has another vocabulary than the policy: it scores the "
+                              "decoded response text, re-tokenized with its own tokenizer", highlight=False)
+            self.members.append(RewardMember(model, tokenizer, mean, std, shared))
 
-    def _encode(self, tokenizer, prompt: str, response: str) -> list[int]:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(response, add_special_tokens=False)["input_ids"]
-        return ids + [tokenizer.eos_token_id]
+    def _text_rows(self, tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
 
     @torch.no_grad()
-    def _member_scores(self, model, tokenizer, prompts, responses) -> torch.Tensor:
+    def _score_rows(self, member: RewardMember, rows: list[list[int]]) -> torch.Tensor:
+        """(B,) raw scores of token rows, right-padded `batch_size` rows at a time."""
         out = []
-        for start in range(0, len(prompts), self.batch_size):
-            seqs = [self._encode(tokenizer, p, r) for p, r in zip(prompts[start:start + self.batch_size],
-                    responses[start:start + self.batch_size])]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            width = max(len(row) for row in chunk)
+            ids = torch.full((len(chunk), width), member.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            out.append(sequence_scores(model, ids.to(self.device), mask.to(self.device)).float().cpu())
+            for i, row in enumerate(chunk):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            out.append(sequence_scores(member.model, ids.to(self.device), mask.to(self.device)).float().cpu())
         return torch.cat(out)
 
-    def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
-        members = []
-        for model, tokenizer, mean, std in self.members:
-            raw = self._member_scores(model, tokenizer, prompts, responses)
-            members.append((raw - mean) / std if self.cfg.normalize else raw)
+    def _combine(self, raw_scores: list[torch.Tensor]) -> ScoredBatch:
+        members = [(raw - m.mean) / m.std if self.cfg.normalize else raw for raw, m in zip(raw_scores, self.members)]
         stacked = torch.stack(members)
         return ScoredBatch(combine_scores(stacked, self.cfg.ensemble, self.cfg.uncertainty_penalty), stacked)
+
+    def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
+        """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS)."""
+        return self._combine([self._score_rows(m, self._text_rows(m.tokenizer, prompts, responses)) for m in self.members])
+
+    def score_rollout(self, rollout) -> ScoredBatch:
+        """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
+        raw = []
+        for member in self.members:
+            if member.reads_policy_ids:
+                rows = rm_rows_from_ids(rollout.query_ids, rollout.query_mask, rollout.response_ids,
+                                        rollout.response_mask, member.tokenizer.eos_token_id)
+            else:
+                rows = self._text_rows(member.tokenizer, rollout.prompts, rollout.responses)
+            raw.append(self._score_rows(member, rows))
+        return self._combine(raw)
 
 
 def import_function(spec: str, key: str) -> Callable:
@@ -124,6 +185,9 @@ class CallableReward:
     def __init__(self, spec: str):
         self.spec = spec
         self.fn = import_reward_callable(spec)
+
+    def score_rollout(self, rollout) -> ScoredBatch:
+        return self.score(rollout.prompts, rollout.responses)
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         preview = f"first prompt {prompts[0]!r}, response {responses[0]!r}" if prompts else "empty batch"

@@ -1,142 +1,130 @@
-"""From sampled responses to everything PPO learns from: logprobs, KL, rewards, advantages.
+"""From a Rollout and its scores to the Experience PPO learns from — one function, one record.
 
-Steps (each one call, shapes in rollout/types.py):
-1. policy logprobs and entropy, reference logprobs — forward passes with logits divided by the
-   sampling temperature (N+ detail 16); values V(s_t) from the critic, or, with a
-   `SharedValueHead`, from the policy's own last hidden state in the same forward pass;
-2. one score per response from the reward source, read at the response's EOS, and an optional
-   penalty for responses that never emitted EOS (N+ detail 15);
-3. per-token KL to the reference with the chosen estimator; rewards r_t = −β·KL_t, plus the
-   score on the last response token (Ziegler 2019, Stiennon 2020);
-4. optional reward whitening (no mean shift), GAE(γ, λ), masked advantage whitening.
+`make_experience` (no gradients):
+1. old logprobs, entropy and values V(s_t) from the actor-critic's forward, reference logprobs from
+   the frozen reference — all with logits divided by the sampling temperature (N+ detail 16);
+2. per-token KL to the reference with the chosen estimator; rewards r_t = −β·KL_t, plus the score
+   on the last response token (Ziegler 2019, Stiennon 2020);
+3. optional reward whitening (no mean shift), GAE(γ, λ), masked advantage whitening.
 
-Forward passes run in chunks of `chunk_size` episodes, the same size the update uses, so the
+Step 1 needs the models; steps 2–3 are the pure function `rewards_and_advantages`.
+Forward passes run in chunks of `chunk_size` episodes, the mini-batch size the update uses, so the
 first PPO mini-batch reproduces these logprobs bit for bit (ratio exactly 1, N+ detail 6).
+
+Data-parallel runs: each process holds its share of the batch. Whitening statistics are taken
+over the whole batch through `all_sum` (a sum over processes; identity in one process), and so
+are the logged statistics (`experience_stats`), so no figure depends on how the batch was split.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from rlhfkit.algos.advantages import compute_gae, token_level_rewards
 from rlhfkit.algos.kl import kl_per_token
-from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
-from rlhfkit.algos.masked import masked_mean, masked_whiten
-from rlhfkit.models.scoring import position_ids_from_mask
-from rlhfkit.models.value_head import SharedValueHead
-from rlhfkit.rollout.types import Rollout
+from rlhfkit.algos.masked import masked_whiten
+from rlhfkit.metric_names import M
+from rlhfkit.models.actor_critic import response_logprobs
+from rlhfkit.rollout.types import Experience, Rollout
+
+AllSum = Callable[[torch.Tensor], torch.Tensor]
 
 
-def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
-    """(B, Tr, V) logits that predict each response token (positions Tq−1 … Tq+Tr−2)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).logits
-    return logits[:, query_length - 1 : -1]
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
-def policy_logprobs(
-    model: nn.Module, rollout: Rollout, temperature: float, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, Tr) log π(a_t|s_t) under softmax(logits / T), and optionally the entropy."""
-    logits = response_logits(model, rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1])
-    logprobs = logprobs_from_logits(logits, rollout.response_ids, temperature)
-    entropy = entropy_from_logits(logits, temperature) if with_entropy else None
-    return logprobs, entropy
-
-
-def policy_logprobs_and_values(
-    model: nn.Module, head: SharedValueHead, rollout: Rollout, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, Tr) logprobs, entropy and values V(s_t) from one policy forward pass (shared value head).
-
-    The head reads `hidden_states[-1]` at the positions whose logits predict the response tokens,
-    the same positions `token_values` uses; the logits are those `policy_logprobs` computes.
-    """
-    ids, mask, start = rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1] - 1
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_hidden_states=True)
-    logits = out.logits[:, start:-1]
-    logprobs = logprobs_from_logits(logits, rollout.response_ids, temperature)
-    values = head(out.hidden_states[-1][:, start:-1]).float()
-    return logprobs, entropy_from_logits(logits, temperature), values
-
-
-def token_values(value_model: nn.Module, rollout: Rollout) -> torch.Tensor:
-    """(B, Tr) V(s_t): the critic's scalar head applied at every position, not only the last.
-
-    Works for Hugging Face `*ForSequenceClassification` models, whose backbone sits under
-    `base_model_prefix` and whose head is `score`.
-    """
-    ids, mask = rollout.input_ids, rollout.attention_mask
-    backbone = getattr(value_model, value_model.base_model_prefix)
-    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).last_hidden_state
-    values = value_model.score(hidden).squeeze(-1)
-    return values[:, rollout.query_ids.shape[1] - 1 : -1].float()
+@dataclass(frozen=True)
+class AdvantageSettings:
+    kl_coef: float  # β for this iteration
+    kl_estimator: str
+    gamma: float
+    lam: float
+    whiten_rewards: bool
+    whiten_advantages: bool
 
 
 @torch.no_grad()
-def forward_rollout(
-    rollout: Rollout, policy: nn.Module, reference: nn.Module, value_model: nn.Module, temperature: float, chunk_size: int
-) -> None:
-    """Fill logprobs, ref_logprobs, entropy and values, `chunk_size` episodes at a time.
-
-    `value_model` is a critic model, or a `SharedValueHead` read off the policy's forward pass.
-    """
-    parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "ref_logprobs": [], "values": []}
+def make_experience(rollout: Rollout, scores: torch.Tensor, actor_critic: nn.Module, reference: nn.Module,
+                    settings: AdvantageSettings, temperature: float, chunk_size: int,
+                    all_sum: AllSum = _identity) -> Experience:
+    """The Experience of `rollout`: forwards in `chunk_size` chunks, then KL, rewards and GAE."""
+    query_length = rollout.query_ids.shape[1]
+    parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "values": [], "ref_logprobs": []}
     for start in range(0, rollout.batch_size, chunk_size):
-        chunk = rollout.select(torch.arange(start, min(start + chunk_size, rollout.batch_size)))
-        if isinstance(value_model, SharedValueHead):
-            logprobs, entropy, values = policy_logprobs_and_values(policy, value_model, chunk, temperature)
-        else:
-            logprobs, entropy = policy_logprobs(policy, chunk, temperature, with_entropy=True)
-            values = token_values(value_model, chunk)
-        ref_logprobs, _ = policy_logprobs(reference, chunk, temperature)
-        parts["logprobs"].append(logprobs)
-        parts["entropy"].append(entropy)
-        parts["ref_logprobs"].append(ref_logprobs)
-        parts["values"].append(values)
-    for name, tensors in parts.items():
-        setattr(rollout, name, torch.cat(tensors))
+        ids = rollout.input_ids[start : start + chunk_size]
+        mask = rollout.attention_mask[start : start + chunk_size]
+        out = actor_critic(ids, mask, query_length, temperature)
+        parts["logprobs"].append(out.logprobs)
+        parts["entropy"].append(out.entropy)
+        parts["values"].append(out.values)
+        parts["ref_logprobs"].append(response_logprobs(reference, ids, mask, query_length, temperature))
+    forwards = {name: torch.cat(tensors) for name, tensors in parts.items()}
+    kl, rewards, advantages, returns = rewards_and_advantages(
+        forwards["logprobs"], forwards["ref_logprobs"], forwards["values"], scores, rollout.response_mask, settings, all_sum)
+    generated = {f.name: getattr(rollout, f.name) for f in fields(Rollout)}
+    return Experience(**generated, **forwards, scores=scores, kl=kl, rewards=rewards,
+                      advantages=advantages, returns=returns)
 
 
-def compute_rewards_and_advantages(
-    rollout: Rollout,
-    *,
-    kl_coef: float,
-    kl_estimator: str,
-    gamma: float,
-    lam: float,
-    whiten_rewards: bool,
-    whiten_advantages: bool,
-) -> None:
-    """Fill kl, rewards, advantages and returns from logprobs, values and scores."""
-    mask = rollout.response_mask.float()
-    rollout.kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, kl_estimator) * mask
-    rewards = token_level_rewards(rollout.scores, rollout.kl, kl_coef, mask)
-    if whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
-    rollout.rewards = rewards
-    advantages, returns = compute_gae(rewards, rollout.values * mask, mask, gamma, lam)
-    if whiten_advantages:
-        advantages = masked_whiten(advantages, mask) * mask
-    rollout.advantages, rollout.returns = advantages, returns
+def rewards_and_advantages(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
+                           response_mask: torch.Tensor, settings: AdvantageSettings,
+                           all_sum: AllSum = _identity) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(kl, rewards, advantages, returns), each (B, Tr) and 0 after the response's last valid token."""
+    mask = response_mask.float()
+    kl = kl_per_token(logprobs, ref_logprobs, settings.kl_estimator) * mask
+    rewards = token_level_rewards(scores, kl, settings.kl_coef, mask)
+    if settings.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False, all_sum=all_sum) * mask
+    advantages, returns = compute_gae(rewards, values * mask, mask, settings.gamma, settings.lam)
+    if settings.whiten_advantages:
+        advantages = masked_whiten(advantages, mask, all_sum=all_sum) * mask
+    return kl, rewards, advantages, returns
 
 
-def rollout_stats(rollout: Rollout, kl_coef: float) -> dict[str, float]:
-    """Per-iteration objective and rollout metrics (TRL's names where they exist)."""
-    mask = rollout.response_mask.float()
-    seq_kl = (rollout.kl * mask).sum(1)
+def experience_stats(exp: Experience, kl_coef: float, all_sum: AllSum = _identity) -> dict[str, float]:
+    """Per-iteration objective and rollout metrics over the whole batch (every process's share).
+
+    Per-sequence figures are means over episodes, per-token ones over valid tokens; sums travel
+    between processes in one tensor and one host sync ends the function."""
+    mask = exp.response_mask.float()
+    seq_kl = exp.kl.sum(1)
     non_score = -kl_coef * seq_kl
     lengths = mask.sum(1)
+    valid = mask.bool()
+    values, returns = exp.values[valid], exp.returns[valid]
+    advantages = exp.advantages[valid]
+    sums = all_sum(torch.stack([
+        torch.tensor(float(exp.batch_size), device=mask.device),  # 0 episodes
+        seq_kl.sum(), (exp.entropy * mask).sum(), exp.scores.sum(), exp.scores.square().sum(),  # 1-4
+        non_score.sum(), lengths.sum(), exp.ended_with_eos.float().sum(),  # 5-7
+        (exp.entropy * mask).sum(), values.sum(), advantages.sum(), advantages.square().sum(),  # 8-11
+        returns.sum(), returns.square().sum(), (returns - values).sum(), (returns - values).square().sum(),  # 12-15
+    ]).double()).tolist()
+    n, tokens = sums[0], max(sums[6], 1.0)
+
+    def var(total: float, squares: float, count: float) -> float:  # population variance from sums
+        return max(squares / count - (total / count) ** 2, 0.0) if count > 0 else 0.0
+
+    var_returns = var(sums[12], sums[13], tokens)
+    var_residual = var(sums[14], sums[15], tokens)
     return {
-        "objective/kl": float(seq_kl.mean()),
-        "objective/entropy": float((rollout.entropy * mask).sum(1).mean()),
-        "objective/scores": float(rollout.scores.mean()),
-        "objective/scores_std": float(rollout.scores.std()) if rollout.batch_size > 1 else 0.0,
-        "objective/non_score_reward": float(non_score.mean()),
-        "objective/rlhf_reward": float((rollout.scores + non_score).mean()),
-        "policy/entropy_avg": float(masked_mean(rollout.entropy, mask)),
-        "rollout/response_length": float(lengths.mean()),
-        "rollout/eos_fraction": float(rollout.ended_with_eos.float().mean()),
-        "value/mean": float(masked_mean(rollout.values, mask)),
-        "value/advantage_std": float(rollout.advantages[mask.bool()].std()) if mask.sum() > 1 else 0.0,
+        M.KL: sums[1] / n,
+        M.ENTROPY_SEQ: sums[2] / n,
+        M.SCORES: sums[3] / n,
+        M.SCORES_STD: (var(sums[3], sums[4], n) * n / (n - 1)) ** 0.5 if n > 1 else 0.0,  # unbiased, as torch.std
+        M.NON_SCORE_REWARD: sums[5] / n,
+        M.RLHF_REWARD: (sums[3] + sums[5]) / n,
+        M.ENTROPY_TOKEN: sums[8] / tokens,
+        M.RESPONSE_LENGTH: sums[6] / n,
+        M.EOS_FRACTION: sums[7] / n,
+        M.VALUE_MEAN: sums[9] / tokens,
+        M.ADVANTAGE_STD: var(sums[10], sums[11], tokens) ** 0.5,
+        # 1 − Var(R − V)/Var(R): how much of the return the critic predicts (1 perfect, ≤ 0 useless).
+        M.EXPLAINED_VARIANCE: 1.0 - var_residual / var_returns if var_returns > 0 else 0.0,
+        M.GENERATED_TOKENS: sums[6],
     }

@@ -1,8 +1,13 @@
-"""The one object a PPO iteration passes around: a batch of episodes with every per-token tensor.
+"""The two records of a PPO iteration's data path, each built once and never changed.
 
-B = episodes in the batch, Tq = query (prompt) length, left-padded, Tr = response length,
-right-padded. A response's valid tokens are a prefix of its row: every sampled token up to and
-including the first EOS (tokens after EOS are padding and carry no loss, N+ detail 14).
+`Rollout`    what generation produced: prompts and sampled responses (rollout/generation.py).
+`Experience` everything PPO learns from, built from a Rollout in one function
+             (rollout/experience.py::make_experience): old logprobs, reference logprobs, values,
+             scores, per-token KL and rewards, advantages and returns.
+
+B = episodes in the batch (on this process), Tq = query (prompt) length, left-padded, Tr = response
+length, right-padded. A response's valid tokens are a prefix of its row: every sampled token up to
+and including the first EOS (tokens after EOS are padding and carry no loss, N+ detail 14).
 """
 
 from __future__ import annotations
@@ -12,9 +17,18 @@ from dataclasses import dataclass, fields
 import torch
 
 
-@dataclass
+def _select(record, index: torch.Tensor):
+    """A copy of a record holding only the episodes at `index`: tensors sliced, texts picked."""
+    idx = index.tolist()
+    picked = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        picked[f.name] = value[index] if isinstance(value, torch.Tensor) else [value[i] for i in idx]
+    return type(record)(**picked)
+
+
+@dataclass(frozen=True)
 class Rollout:
-    # Filled by generation
     query_ids: torch.Tensor  # (B, Tq) long, left-padded prompt tokens
     query_mask: torch.Tensor  # (B, Tq) 1 on real prompt tokens
     response_ids: torch.Tensor  # (B, Tr) long, sampled tokens; pad after EOS
@@ -22,16 +36,6 @@ class Rollout:
     ended_with_eos: torch.Tensor  # (B,) bool: the response emitted EOS within the budget
     prompts: list[str]  # B prompt texts (as the policy saw them)
     responses: list[str]  # B response texts, special tokens removed
-    # Filled by experience building (no gradients)
-    logprobs: torch.Tensor | None = None  # (B, Tr) log π_old(a_t|s_t), sampling temperature applied
-    ref_logprobs: torch.Tensor | None = None  # (B, Tr) log π_ref(a_t|s_t), same temperature
-    entropy: torch.Tensor | None = None  # (B, Tr) H(π_old(·|s_t))
-    values: torch.Tensor | None = None  # (B, Tr) V_old(s_t)
-    scores: torch.Tensor | None = None  # (B,) reward-model score of the whole response
-    kl: torch.Tensor | None = None  # (B, Tr) per-token KL estimate (k1/k2/k3) to the reference
-    rewards: torch.Tensor | None = None  # (B, Tr) −β·kl_t, + score at the last valid token
-    advantages: torch.Tensor | None = None  # (B, Tr) GAE advantages (whitened if configured)
-    returns: torch.Tensor | None = None  # (B, Tr) advantages + values (value targets)
 
     @property
     def batch_size(self) -> int:
@@ -48,22 +52,20 @@ class Rollout:
         return torch.cat([self.query_mask, self.response_mask], dim=1)
 
     def select(self, index: torch.Tensor) -> "Rollout":
-        """The sub-batch at `index` (a mini-batch), tensors sliced, texts picked."""
-        picked = {}
-        idx = index.tolist()
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                picked[f.name] = value[index]
-            elif isinstance(value, list):
-                picked[f.name] = [value[i] for i in idx]
-            else:
-                picked[f.name] = value
-        return Rollout(**picked)
+        return _select(self, index)
 
-    def to(self, device: torch.device) -> "Rollout":
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                setattr(self, f.name, value.to(device))
-        return self
+
+@dataclass(frozen=True)
+class Experience(Rollout):
+    logprobs: torch.Tensor  # (B, Tr) log π_old(a_t|s_t), sampling temperature applied
+    ref_logprobs: torch.Tensor  # (B, Tr) log π_ref(a_t|s_t), same temperature
+    entropy: torch.Tensor  # (B, Tr) H(π_old(·|s_t))
+    values: torch.Tensor  # (B, Tr) V_old(s_t)
+    scores: torch.Tensor  # (B,) reward-source score of the whole response (penalties applied)
+    kl: torch.Tensor  # (B, Tr) per-token KL estimate (k1/k2/k3) to the reference, 0 on padding
+    rewards: torch.Tensor  # (B, Tr) −β·kl_t, + score at the last valid token
+    advantages: torch.Tensor  # (B, Tr) GAE advantages (whitened over the global batch if configured)
+    returns: torch.Tensor  # (B, Tr) GAE advantages (before whitening) + values: the value targets
+
+    def select(self, index: torch.Tensor) -> "Experience":
+        return _select(self, index)

@@ -100,9 +100,10 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     collate = PreferenceCollator(tokenizer.pad_token_id)
     bs = rm.optim.batch_size
     eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "data_stats.json").write_text(json.dumps(
-        {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict()}, indent=2))
+    if accelerator.is_main_process:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "data_stats.json").write_text(json.dumps(
+            {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict()}, indent=2))
 
     # 4. The Bradley–Terry objective.
     def loss_fn(model, batch):
@@ -117,7 +118,8 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return _evaluate_pairs(model, eval_batches, accelerator.device)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard) as writer:
+    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard,
+                       enabled=accelerator.is_main_process) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer,
@@ -143,4 +145,5 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     if accelerator.is_main_process:
         save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint)
         mark_finished(stage_dir, output)
+    accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

@@ -75,9 +75,10 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         train_data = pack_sft(train_data, max_length)
     collate = SFTCollator(tokenizer.pad_token_id)
     eval_batches = [collate(eval_data[i : i + sft.optim.batch_size]) for i in range(0, len(eval_data), sft.optim.batch_size)]
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "data_stats.json").write_text(json.dumps(
-        {"train_records": len(train_records), "eval_records": len(eval_records), "truncation": stats.as_dict()}, indent=2))
+    if accelerator.is_main_process:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "data_stats.json").write_text(json.dumps(
+            {"train_records": len(train_records), "eval_records": len(eval_records), "truncation": stats.as_dict()}, indent=2))
 
     def loss_fn(model, batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -90,7 +91,8 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     # 4. Train (resumable, checkpoints in STAGE/checkpoints); 5. evaluate before, along the way and at the end.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.tensorboard) as writer:
+    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.tensorboard,
+                       enabled=accelerator.is_main_process) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=sft.optim, logging=sft.logging, writer=writer,
@@ -105,4 +107,5 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     if accelerator.is_main_process:
         save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, output.checkpoint)
         mark_finished(stage_dir, output)
+    accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

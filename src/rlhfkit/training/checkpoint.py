@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from rlhfkit.config.load import ConfigError
+
 
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*")):
@@ -76,7 +78,8 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
 #     <model>.safetensors              weights of each trained model (policy, value_model / model)
 #     optimizer.pt                     optimizer.state_dict(), read back with torch.load(weights_only=True)
 #     trainer_state.json               step, config fingerprint, scheduler, RNG states (Python, NumPy,
-#                                      torch, CUDA, named generators), data position, KL controller,
+#                                      torch, CUDA, named generators — one set per process in a
+#                                      data-parallel run), data position, KL controller,
 #                                      monitor, early stopper, fault counter, loop counters, log sizes
 #     manifest.json                    written last: every file and its size
 #
@@ -170,11 +173,12 @@ class Checkpointer:
         final = self.root / step_dir_name(step)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
+        rngs = self._gather(rng_state(self.generators))  # every process's own streams (sampling differs per rank)
         if self._main:
             state = {
                 "stage": self.stage, "step": step, "config": self.fingerprint,
                 "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(self.generators),
+                "rng": rngs[0], "rng_per_process": rngs,
                 "state": {name: obj.state_dict() for name, obj in self.stateful.items()},
                 "logs": log_sizes(self.stage_dir, self.logs),
                 "extra": extra,
@@ -194,12 +198,32 @@ class Checkpointer:
         self.last_saved = final
         return final
 
+    def _gather(self, value: Any) -> list[Any]:
+        """`value` from every process, in rank order (a one-element list in one process)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
+
+    def _stop_signal(self) -> int | None:
+        """The pending SIGINT/SIGTERM of any process: every process stops at the same step, or none does
+        (one stopping alone would leave the others waiting in the next collective)."""
+        from rlhfkit.training.signals import stop_requested
+
+        signum = stop_requested()
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return signum
+        flag = torch.tensor(float(signum or 0), device=self.accelerator.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
     def safe_point(self, step: int, extra: dict[str, Any], final: bool = False, healthy: bool = True) -> None:
         """End of a step: save when due (every `save_every` steps unless the last update was skipped
         for NaN/Inf, at the end, on a signal); then, if a signal asked to stop, raise TrainingInterrupted."""
-        from rlhfkit.training.signals import TrainingInterrupted, signal_name, stop_requested
+        from rlhfkit.training.signals import TrainingInterrupted, signal_name
 
-        signum = stop_requested()
+        signum = self._stop_signal()
         every = self.cfg.save_every
         if final or signum is not None or (healthy and every and step % every == 0):
             self.save(step, extra)
@@ -219,10 +243,14 @@ class Checkpointer:
         from rlhfkit.training.progress import console
         from rlhfkit.training.resume import check_fingerprint, clean_stale, set_rng_state, truncate_logs
 
-        clean_stale(self.stage_dir, self.root)
+        if self._main:
+            clean_stale(self.stage_dir, self.root)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
         path = latest_checkpoint(self.root)
         if path is None:
-            truncate_logs(self.stage_dir, {name: 0 for name in self.logs})
+            if self._main:
+                truncate_logs(self.stage_dir, {name: 0 for name in self.logs})
             console.print(f"\\[{self.stage}] no complete checkpoint in {self.root}: starting the stage afresh",
                           soft_wrap=True)
             return None
@@ -234,8 +262,16 @@ class Checkpointer:
         self.scheduler.load_state_dict(state["scheduler"])
         for name, obj in self.stateful.items():
             obj.load_state_dict(state["state"][name])
-        set_rng_state(state["rng"], self.generators)
-        truncate_logs(self.stage_dir, state["logs"])
+        rank, world = (0, 1) if self.accelerator is None else (self.accelerator.process_index, self.accelerator.num_processes)
+        per_process = state.get("rng_per_process", [state["rng"]])
+        if len(per_process) != world:
+            raise ConfigError(f"{path} was written by {len(per_process)} process(es); resume it with the same number "
+                              f"(this launch has {world})")
+        set_rng_state(per_process[rank], self.generators)
+        if self._main:
+            truncate_logs(self.stage_dir, state["logs"])
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
         self.last_saved = path
         console.print(f"\\[{self.stage}] resuming from {path} ({self.unit} {state['step']})", soft_wrap=True)
         return {"step": int(state["step"]), **state["extra"]}

@@ -81,6 +81,15 @@ class FaultGuard:
                 return name
         return None
 
+    def injected(self, step: int, name: str) -> bool:
+        """The testing aid asks for tensor `name` to read as NaN at `step`."""
+        return step in self.injections.get(name, ())
+
+    def flag(self, name: str, kind: str = "nan") -> str:
+        """Note a fault found elsewhere (e.g. on another process); returns `name` for `record`."""
+        self._kind = kind
+        return name
+
     def record(self, step: int, fault: str | None, writer: Any) -> None:
         """End of an update: reset on success; on a fault log it, warn, and stop after too many in a row."""
         if fault is None:

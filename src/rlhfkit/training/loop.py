@@ -25,6 +25,7 @@ from transformers import get_scheduler
 
 from rlhfkit.config.sections import LoggingSection, OptimSection
 from rlhfkit.config.stages import CheckpointSection
+from rlhfkit.models.load import enable_gradient_checkpointing
 from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.metrics import MetricsWriter
@@ -147,7 +148,11 @@ def train_loop(
         num_warmup_steps=plan.warmup_steps,
         num_training_steps=plan.total_steps,
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if optim.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    # The scheduler is not prepared: accelerate's wrapper steps it once per process per optimiser
+    # step, which with W processes would run the whole schedule in 1/W of the training.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     guard = FaultGuard(writer.stage, checkpoint.max_consecutive_faults)
     position = DataPosition(generator)
     checkpointer = Checkpointer(
@@ -185,8 +190,9 @@ def train_loop(
                         if accelerator.scaler is None:  # fp16 loss scaling skips overflowing steps itself
                             window_fault = window_fault or guard.non_finite(result.steps + 1, grad_norm=grad_norm)
                     if window_fault is None:
-                        optimizer.step()
-                        scheduler.step()
+                        optimizer.step()  # accelerate's optimizer steps only at the accumulation boundary
+                        if accelerator.sync_gradients:
+                            scheduler.step()
                     optimizer.zero_grad(set_to_none=True)  # a voided step's gradients are dropped here
                 if fault is None:
                     for key, value in {"loss": loss.item(), **stats}.items():

@@ -23,15 +23,22 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Append-only metrics.jsonl, optionally mirrored to TensorBoard."""
+    """Append-only metrics.jsonl, optionally mirrored to TensorBoard.
 
-    def __init__(self, path: Path, stage: str, tensorboard: bool = False):
+    `enabled=False` (every process but the main one in a data-parallel run) writes nothing: one
+    metrics stream per run, whatever the number of processes."""
+
+    def __init__(self, path: Path, stage: str, tensorboard: bool = False, enabled: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stage = stage
+        self.enabled = enabled
         self._start = time.monotonic()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = None
         self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -40,6 +47,8 @@ class MetricsWriter:
             self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if self._handle is None:
+            return
         record = {"stage": self.stage, "step": step, "time": round(time.monotonic() - self._start, 3)}
         record.update({k: _clean(v) for k, v in metrics.items()})
         self._handle.write(json.dumps(record) + "\n")
@@ -50,7 +59,8 @@ class MetricsWriter:
                     self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
         if self._tb is not None:
             self._tb.close()
 

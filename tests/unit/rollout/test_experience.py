@@ -9,7 +9,8 @@ from rlhfkit.algos.losses import ppo_policy_loss
 from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.models.load import disable_dropout, load_reward_model
 from rlhfkit.config.sections import ModelSection
-from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_rollout, policy_logprobs, token_values
+from rlhfkit.models.actor_critic import ActorCritic, response_logprobs
+from rlhfkit.rollout.experience import AdvantageSettings, make_experience, rewards_and_advantages
 from rlhfkit.rollout.generation import sample_rollout, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
 
@@ -40,53 +41,69 @@ def _raw_responses(n: int, length: int, seed: int = 0) -> list[list[int]]:
     return rows.tolist()
 
 
+def _settings(beta=0.1, lam=0.95, whiten=False) -> AdvantageSettings:
+    return AdvantageSettings(kl_coef=beta, kl_estimator="k1", gamma=1.0, lam=lam, whiten_rewards=False, whiten_advantages=whiten)
+
+
+def policy_logprobs(model, rollout: Rollout, temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        return response_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1], temperature)
+
+
+def _critic(model_dir, tok):
+    return disable_dropout(load_reward_model(ModelSection(name_or_path=str(model_dir)), tok, "critic")).eval()
+
+
 # ---------------------------------------------------------------- rewards at the EOS
 
 
 def test_score_lands_on_the_eos_token_and_nothing_after_it():
-    # 2 episodes, Tq = 2, Tr = 6. Row 0: EOS at index 2 (pads after); row 1: no EOS (truncated).
+    # 2 episodes, Tr = 6. Row 0: EOS at index 2 (pads after); row 1: no EOS (truncated).
     raw = torch.tensor([[5, 6, EOS, 9, 9, 9], [5, 6, 7, 8, 9, 10]])
-    ids, mask, ended = truncate_after_eos(raw, EOS, PAD)
-    rollout = Rollout(query_ids=torch.tensor([[3, 4], [PAD, 4]]), query_mask=torch.tensor([[1, 1], [0, 1]]),
-                      response_ids=ids, response_mask=mask, ended_with_eos=ended, prompts=["a", "b"], responses=["x", "y"])
-    rollout.scores = torch.tensor([2.0, -1.0])
-    rollout.logprobs = torch.tensor([[-1.0, -2.0, -0.5, 1.0, 1.0, 1.0], [-1.0, -1.5, -0.7, -0.2, -3.0, -0.1]])
-    rollout.ref_logprobs = torch.tensor([[-1.5, -1.0, -0.9, 7.0, -7.0, 3.0], [-1.2, -1.5, -0.2, -0.3, -2.0, -0.4]])
+    _, mask, _ = truncate_after_eos(raw, EOS, PAD)
+    scores = torch.tensor([2.0, -1.0])
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5, 1.0, 1.0, 1.0], [-1.0, -1.5, -0.7, -0.2, -3.0, -0.1]])
+    ref_logprobs = torch.tensor([[-1.5, -1.0, -0.9, 7.0, -7.0, 3.0], [-1.2, -1.5, -0.2, -0.3, -2.0, -0.4]])
     # garbage values after EOS (the critic still outputs numbers there)
-    rollout.values = torch.tensor([[0.3, 0.2, 0.1, 5.0, -5.0, 9.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    values = torch.tensor([[0.3, 0.2, 0.1, 5.0, -5.0, 9.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
     beta, eos_idx = 0.1, 2
     for whiten in (False, True):
-        compute_rewards_and_advantages(rollout, kl_coef=beta, kl_estimator="k1", gamma=1.0, lam=0.95,
-                                       whiten_rewards=False, whiten_advantages=whiten)
-        kl0 = rollout.logprobs[0] - rollout.ref_logprobs[0]
+        kl, rewards, advantages, returns = rewards_and_advantages(logprobs, ref_logprobs, values, scores, mask,
+                                                                  _settings(beta, whiten=whiten))
+        out = {"kl": kl, "rewards": rewards, "advantages": advantages, "returns": returns}
+        kl0 = logprobs[0] - ref_logprobs[0]
         # r_t = -β·kl_t on the response, the score added on the EOS token itself
-        torch.testing.assert_close(rollout.rewards[0, :eos_idx], -beta * kl0[:eos_idx])
-        assert rollout.rewards[0, eos_idx].item() == pytest.approx(2.0 - beta * kl0[eos_idx].item())
+        torch.testing.assert_close(rewards[0, :eos_idx], -beta * kl0[:eos_idx])
+        assert rewards[0, eos_idx].item() == pytest.approx(2.0 - beta * kl0[eos_idx].item())
         # everything after EOS: no reward, no advantage, no return, no KL
-        for name in ("rewards", "advantages", "returns", "kl"):
-            assert getattr(rollout, name)[0, eos_idx + 1 :].tolist() == [0.0, 0.0, 0.0], name
+        for name, tensor in out.items():
+            assert tensor[0, eos_idx + 1 :].tolist() == [0.0, 0.0, 0.0], name
         # a truncated response gets its score on its last token
-        kl1 = rollout.logprobs[1] - rollout.ref_logprobs[1]
-        assert rollout.rewards[1, -1].item() == pytest.approx(-1.0 - beta * kl1[-1].item())
-        torch.testing.assert_close(rollout.rewards[1, :-1], -beta * kl1[:-1])
+        kl1 = logprobs[1] - ref_logprobs[1]
+        assert rewards[1, -1].item() == pytest.approx(-1.0 - beta * kl1[-1].item())
+        torch.testing.assert_close(rewards[1, :-1], -beta * kl1[:-1])
     # no bootstrap past the EOS: the return there is its own reward (V after EOS = 0)
-    assert rollout.returns[0, eos_idx].item() == pytest.approx(rollout.rewards[0, eos_idx].item())
-    assert rollout.returns[1, -1].item() == pytest.approx(rollout.rewards[1, -1].item())
+    assert returns[0, eos_idx].item() == pytest.approx(rewards[0, eos_idx].item())
+    assert returns[1, -1].item() == pytest.approx(rewards[1, -1].item())
     # γ = 1: the return at t = 0 is the sum of rewards up to the EOS, λ-mixed with the values
-    compute_rewards_and_advantages(rollout, kl_coef=beta, kl_estimator="k1", gamma=1.0, lam=1.0,
-                                   whiten_rewards=False, whiten_advantages=False)
-    assert rollout.returns[0, 0].item() == pytest.approx(rollout.rewards[0, : eos_idx + 1].sum().item())
+    _, rewards, _, returns = rewards_and_advantages(logprobs, ref_logprobs, values, scores, mask, _settings(beta, lam=1.0))
+    assert returns[0, 0].item() == pytest.approx(rewards[0, : eos_idx + 1].sum().item())
 
 
 # ---------------------------------------------------------------- logprobs under temperature
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])
-def test_policy_logprobs_match_a_plain_forward_pass(tiny_policy, tiny_tokenizer, temperature):
+def test_policy_logprobs_match_a_plain_forward_pass(tiny_policy, tiny_model_dir, tiny_tokenizer, temperature):
     tok = tiny_tokenizer
     rollout = _rollout(tok, PROMPTS, _raw_responses(len(PROMPTS), 7))
-    logprobs, entropy = policy_logprobs(tiny_policy, rollout, temperature, with_entropy=True)
-    assert logprobs.shape == entropy.shape == rollout.response_ids.shape
+    logprobs = policy_logprobs(tiny_policy, rollout, temperature)
+    critic = _critic(tiny_model_dir, tok)
+    with torch.no_grad():
+        out = ActorCritic(tiny_policy, critic)(rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1], temperature)
+    entropy = out.entropy
+    torch.testing.assert_close(out.logprobs, logprobs, atol=0, rtol=0)  # the actor-critic's forward is the same forward
+    assert logprobs.shape == entropy.shape == out.values.shape == rollout.response_ids.shape
     for b, prompt in enumerate(PROMPTS):  # one unpadded sequence at a time, default positions
         n = int(rollout.response_mask[b].sum())
         response = rollout.response_ids[b, :n]
@@ -101,8 +118,8 @@ def test_policy_logprobs_match_a_plain_forward_pass(tiny_policy, tiny_tokenizer,
 def test_temperature_changes_the_logprobs(tiny_policy, tiny_tokenizer):
     rollout = _rollout(tiny_tokenizer, PROMPTS[:2], _raw_responses(2, 5))
     mask = rollout.response_mask.bool()
-    a, _ = policy_logprobs(tiny_policy, rollout, 0.7)
-    b, _ = policy_logprobs(tiny_policy, rollout, 1.0)
+    a = policy_logprobs(tiny_policy, rollout, 0.7)
+    b = policy_logprobs(tiny_policy, rollout, 1.0)
     assert (a[mask] - b[mask]).abs().max() > 1e-3
 
 
@@ -112,14 +129,15 @@ def test_extra_left_padding_does_not_change_logprobs_or_values(tiny_policy, tiny
     plain = _rollout(tiny_tokenizer, PROMPTS, raw)
     padded = _rollout(tiny_tokenizer, PROMPTS, raw, extra_left_pad=5)
     mask = plain.response_mask.bool()
-    a, _ = policy_logprobs(tiny_policy, plain, 0.7)
-    b, _ = policy_logprobs(tiny_policy, padded, 0.7)
+    a = policy_logprobs(tiny_policy, plain, 0.7)
+    b = policy_logprobs(tiny_policy, padded, 0.7)
     assert torch.isfinite(b[mask]).all()
     torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=0)
 
-    critic = disable_dropout(load_reward_model(ModelSection(name_or_path=str(tiny_model_dir)), tiny_tokenizer, "critic")).eval()
+    model = ActorCritic(tiny_policy, _critic(tiny_model_dir, tiny_tokenizer))
     with torch.no_grad():
-        va, vb = token_values(critic, plain), token_values(critic, padded)
+        va = model(plain.input_ids, plain.attention_mask, plain.query_ids.shape[1], 0.7).values
+        vb = model(padded.input_ids, padded.attention_mask, padded.query_ids.shape[1], 0.7).values
     assert va.shape == plain.response_ids.shape
     torch.testing.assert_close(va[mask], vb[mask], atol=1e-5, rtol=0)
 
@@ -136,19 +154,19 @@ def test_first_minibatch_ratio_is_exactly_one(tiny_policy, tiny_model_dir, tiny_
     rollout = sample_rollout(fixed_backend(torch.tensor(_raw_responses(n, 9, seed=1))), tok, prompts,
                              batch["input_ids"], batch["attention_mask"])
     reference = disable_dropout(type(tiny_policy).from_pretrained(tiny_model_dir)).eval()
-    critic = disable_dropout(load_reward_model(ModelSection(name_or_path=str(tiny_model_dir)), tok, "critic")).eval()
-    forward_rollout(rollout, tiny_policy, reference, critic, temperature, chunk)
+    model = ActorCritic(tiny_policy, _critic(tiny_model_dir, tok))
+    exp = make_experience(rollout, torch.zeros(n), model, reference, _settings(), temperature, chunk)
     # reference == policy here, so the KL is exactly 0 too
-    mask = rollout.response_mask.bool()
-    assert (rollout.logprobs - rollout.ref_logprobs)[mask].abs().max().item() == 0.0
+    mask = exp.response_mask.bool()
+    assert (exp.logprobs - exp.ref_logprobs)[mask].abs().max().item() == 0.0
 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
-    mb = rollout.select(perm[:chunk])
-    tiny_policy.train()  # ppo_update trains in train mode; dropout is 0 so it must not matter
+    mb = exp.select(perm[:chunk])
+    model.train()  # ppo_update trains in train mode; dropout is 0 so it must not matter
     try:
-        logprobs, _ = policy_logprobs(tiny_policy, mb, temperature)
+        logprobs = model(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1], temperature).logprobs.detach()
     finally:
-        tiny_policy.eval()
+        model.eval()
     mb_mask = mb.response_mask.float()
     dev = (logprobs - mb.logprobs)[mb_mask.bool()].abs().max().item()
     # Bit-for-bit on CPU (forward_rollout chunks like the update does); see experience.py docstring.
@@ -162,12 +180,11 @@ def test_first_minibatch_ratio_is_exactly_one(tiny_policy, tiny_model_dir, tiny_
 
 def test_forward_rollout_does_not_depend_on_chunk_size(tiny_policy, tiny_model_dir, tiny_tokenizer):
     tok = tiny_tokenizer
-    critic = disable_dropout(load_reward_model(ModelSection(name_or_path=str(tiny_model_dir)), tok, "critic")).eval()
+    model = ActorCritic(tiny_policy, _critic(tiny_model_dir, tok)).eval()
     results = []
     for chunk in (2, 6):
         rollout = _rollout(tok, PROMPTS, _raw_responses(len(PROMPTS), 6))
-        forward_rollout(rollout, tiny_policy, tiny_policy, critic, 0.7, chunk)
-        results.append(rollout)
+        results.append(make_experience(rollout, torch.zeros(len(PROMPTS)), model, tiny_policy, _settings(), 0.7, chunk))
     mask = results[0].response_mask.bool()
     for name in ("logprobs", "ref_logprobs", "entropy", "values"):
         torch.testing.assert_close(getattr(results[0], name)[mask], getattr(results[1], name)[mask], atol=1e-5, rtol=0)

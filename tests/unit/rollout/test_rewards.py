@@ -70,7 +70,7 @@ def test_score_is_read_at_an_appended_eos(rm_dirs, tiny_tokenizer):
     """
     tok = tiny_tokenizer
     ensemble = RewardModelEnsemble([rm_dirs[0]], RewardSourceSection(), CPU)
-    model = ensemble.members[0][0]
+    model = ensemble.members[0].model
     scored = ensemble.score(PROMPTS, RESPONSES).scores
     for b, (p, r) in enumerate(zip(PROMPTS, RESPONSES)):
         ids = tok.encode(p) + tok.encode(r)
@@ -81,6 +81,78 @@ def test_score_is_read_at_an_appended_eos(rm_dirs, tiny_tokenizer):
             s_no = sequence_scores(model, without, torch.ones_like(without))[0]
         assert scored[b].item() == pytest.approx(s_eos.item(), abs=1e-5)
         assert abs(scored[b].item() - s_no.item()) > 1e-4
+
+
+# ---------------------------------------------------------------- scoring the sampled ids (issue: RM round trip)
+
+
+def _byte_ids(tok, text: str) -> list[int]:
+    """`text` as one token per byte: a valid sampled sequence that BPE would never produce itself."""
+    return [tok.convert_tokens_to_ids(ch) for piece, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+            for ch in piece]
+
+
+def _sampled_rollout(tok):
+    """Two sampled episodes whose response ids are not the tokenizer's own encoding of their text:
+    row 0 ended with EOS, row 1 ran out of budget (no EOS)."""
+    from rlhfkit.data.tokenize import PromptCollator
+    from rlhfkit.rollout.generation import truncate_after_eos
+    from rlhfkit.rollout.types import Rollout
+
+    prompts = ["the quick brown fox", "a happy day"]
+    responses = [" jumps over the lazy dog", " brings good luck"]
+    raw = [_byte_ids(tok, r) for r in responses]
+    width = max(len(r) for r in raw) + 1
+    raw = [raw[0] + [tok.eos_token_id] + [tok.pad_token_id] * (width - len(raw[0]) - 1), raw[1] + [7] * (width - len(raw[1]))]
+    ids, mask, ended = truncate_after_eos(torch.tensor(raw), tok.eos_token_id, tok.pad_token_id)
+    batch = PromptCollator(tok.pad_token_id)([tok.encode(p) for p in prompts])
+    texts = tok.batch_decode(ids.masked_fill(mask == 0, tok.pad_token_id), skip_special_tokens=True)
+    return Rollout(batch["input_ids"], batch["attention_mask"], ids, mask, ended, prompts, texts)
+
+
+def test_a_rollout_is_scored_on_its_sampled_ids_as_an_rm_training_example(rm_dirs, tiny_tokenizer):
+    """The score of a sampled rollout = the score of the same ids laid out as an RM training example
+    (prompt ids + response ids + EOS, right-padded by the RM stage's collator)."""
+    from rlhfkit.data.tokenize import PreferenceCollator
+
+    tok = tiny_tokenizer
+    rollout = _sampled_rollout(tok)
+    assert tok.encode(rollout.responses[0]) != _byte_ids(tok, rollout.responses[0])  # the round trip is not identity here
+    ensemble = RewardModelEnsemble([rm_dirs[0]], RewardSourceSection(normalize=False), CPU, policy_tokenizer=tok)
+    assert ensemble.members[0].reads_policy_ids
+    scored = ensemble.score_rollout(rollout).scores
+
+    prompts = [tok.encode(p) for p in rollout.prompts]
+    responses = [[t for t, m in zip(r, rm) if m] for r, rm in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist())]
+    assert responses[0][-1] == tok.eos_token_id and responses[1][-1] != tok.eos_token_id
+    examples = [{"chosen_input_ids": p + (r if r[-1] == tok.eos_token_id else r + [tok.eos_token_id]),
+                 "rejected_input_ids": p + [tok.eos_token_id], "margin": None} for p, r in zip(prompts, responses)]
+    batch = PreferenceCollator(tok.pad_token_id)(examples)
+    with torch.no_grad():
+        as_training = sequence_scores(ensemble.members[0].model, batch["chosen_input_ids"], batch["chosen_attention_mask"])
+    torch.testing.assert_close(scored, as_training, atol=1e-5, rtol=0)
+    # the decode -> re-tokenize round trip scores another sequence, so it would fail the check above
+    round_trip = ensemble.score(rollout.prompts, rollout.responses).scores
+    assert (round_trip - as_training).abs().max() > 1e-4
+
+
+def test_a_reward_model_with_another_vocabulary_scores_the_text(tmp_path, rm_dirs, tiny_tokenizer, capsys):
+    from rlhfkit.models.tiny import build_tiny_model, build_tiny_tokenizer
+
+    other_tok = build_tiny_tokenizer(vocab_size=280)
+    other = _save_rm(build_tiny_model(tmp_path / "lm", other_tok), tmp_path / "rm", other_tok, seed=3)
+    ensemble = RewardModelEnsemble([str(other)], RewardSourceSection(), CPU, policy_tokenizer=tiny_tokenizer)
+    assert not ensemble.members[0].reads_policy_ids
+    assert "another vocabulary" in capsys.readouterr().err  # the console writes to stderr
+    rollout = _sampled_rollout(tiny_tokenizer)
+    torch.testing.assert_close(ensemble.score_rollout(rollout).scores, ensemble.score(rollout.prompts, rollout.responses).scores)
+
+
+def test_scoring_batches_do_not_change_the_scores(rm_dirs, tiny_tokenizer):
+    rollout = _sampled_rollout(tiny_tokenizer)
+    one = RewardModelEnsemble([rm_dirs[0]], RewardSourceSection(batch_size=1), CPU, batch_size=1, policy_tokenizer=tiny_tokenizer)
+    two = RewardModelEnsemble([rm_dirs[0]], RewardSourceSection(), CPU, batch_size=2, policy_tokenizer=tiny_tokenizer)
+    torch.testing.assert_close(one.score_rollout(rollout).scores, two.score_rollout(rollout).scores, atol=1e-5, rtol=0)
 
 
 def test_ensemble_normalises_and_combines_members(rm_dirs):

@@ -1,0 +1,76 @@
+"""Policy and critic as one module: one `accelerator.prepare`, one optimizer, one forward.
+
+DeepSpeed gives an engine per prepared model and optimizer, and DDP / FSDP synchronise gradients
+from the forward of the module they wrap. Holding the policy (actor) and the value model (critic)
+in one `nn.Module` whose forward runs both lets every accelerate back end treat PPO's two trained
+networks as one model, as TRL's and OpenRLHF's PPO do. The critic is either a
+`*ForSequenceClassification` model of its own (its scalar `score` head applied at every position)
+or, with `ppo.value_head: shared`, a `SharedValueHead` on the policy's last hidden state (same
+forward pass; the value loss then also trains the policy's trunk).
+
+The forward returns, for the response part of each sequence, log π(a_t|s_t) under the sampling
+temperature (N+ detail 16), the entropy of π(·|s_t), and V(s_t); the logits that predict response
+token t sit at position Tq + t − 1. `response_logprobs` does the same for a frozen model alone
+(the reference).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
+from rlhfkit.models.scoring import position_ids_from_mask
+from rlhfkit.models.value_head import SharedValueHead
+
+
+class ActorCriticOutput(NamedTuple):
+    logprobs: torch.Tensor  # (B, Tr) log π(a_t|s_t), logits / T
+    entropy: torch.Tensor  # (B, Tr) H(π(·|s_t)) under the same temperature
+    values: torch.Tensor  # (B, Tr) V(s_t), fp32
+
+
+def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
+    """(B, Tr, V) logits that predict each response token (positions Tq−1 … Tq+Tr−2)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask)).logits
+    return logits[:, query_length - 1 : -1]
+
+
+def response_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int,
+                      temperature: float) -> torch.Tensor:
+    """(B, Tr) log π(a_t|s_t) of the response tokens input_ids[:, Tq:] under softmax(logits / T)."""
+    logits = response_logits(model, input_ids, attention_mask, query_length)
+    return logprobs_from_logits(logits, input_ids[:, query_length:], temperature)
+
+
+class ActorCritic(nn.Module):
+    """The trained pair. `critic`: a sequence-classification model, or a `SharedValueHead`."""
+
+    def __init__(self, policy: nn.Module, critic: nn.Module):
+        super().__init__()
+        self.policy = policy
+        self.critic = critic
+
+    @property
+    def shared_head(self) -> bool:
+        return isinstance(self.critic, SharedValueHead)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int,
+                temperature: float) -> ActorCriticOutput:
+        position_ids = position_ids_from_mask(attention_mask)
+        start = query_length - 1  # the position whose output predicts the first response token
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          output_hidden_states=self.shared_head)
+        logits = out.logits[:, start:-1]
+        logprobs = logprobs_from_logits(logits, input_ids[:, query_length:], temperature)
+        entropy = entropy_from_logits(logits, temperature)
+        if self.shared_head:
+            values = self.critic(out.hidden_states[-1][:, start:-1])
+        else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)
+            backbone = getattr(self.critic, self.critic.base_model_prefix)
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+            values = self.critic.score(hidden[:, start:-1]).squeeze(-1)
+        return ActorCriticOutput(logprobs, entropy, values.float())

@@ -1,0 +1,157 @@
+"""The few cross-process operations rlhfkit needs, over accelerate's process group.
+
+One process (no launcher) is the degenerate case of every function here: sums are the identity,
+the main process is the only process, broadcasting returns the value. With `accelerate launch`
+or `torchrun`, accelerate's `PartialState` reads the launcher's environment and owns the process
+group (NCCL on GPUs, gloo on CPUs); nothing here creates one of its own.
+
+- `Collectives`: all-reduce sums and "did any process…" flags for statistics that must be global
+  (advantage whitening, logged means, the NaN/Inf verdict, a stop signal), timed, so the share of
+  an iteration spent waiting on other processes can be logged.
+- `main_first(fn)`: the main process runs `fn` (make a directory, build a dataset, check a path),
+  the others wait and get its result — or the same error, so every process exits with the same
+  code instead of one waiting forever in a collective.
+- `policy_for_generation(accelerator, actor_critic)`: the policy with its full weights for
+  `generate()` — FSDP and ZeRO-3 shard parameters, so they are gathered for the rollout (as the
+  peers do) and dropped again after it.
+- `launched_processes()`: what the launcher asked for, to warn when fewer processes started.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import DistributedType, broadcast_object_list
+
+T = TypeVar("T")
+
+
+def state() -> PartialState:
+    return PartialState()
+
+
+def is_main_process() -> bool:
+    return state().is_main_process
+
+
+def rank() -> int:
+    return state().process_index
+
+
+def world_size() -> int:
+    return state().num_processes
+
+
+def barrier() -> None:
+    state().wait_for_everyone()
+
+
+def broadcast(value: T) -> T:
+    """The main process's `value` on every process (pickled between our own processes)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+class _Failure:
+    """An exception raised by the main process in `main_first`, as data the others can re-raise."""
+
+    def __init__(self, err: BaseException):
+        self.kind, self.message = type(err), str(err)
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Run `fn` on the main process only; every process returns its result or raises its error."""
+    if world_size() == 1:
+        return fn()
+    outcome: Any = None
+    error: BaseException | None = None
+    if is_main_process():
+        try:
+            outcome = fn()
+        except Exception as err:  # re-raised below on this process, and as its type on the others
+            error, outcome = err, _Failure(err)
+    outcome = broadcast(outcome)
+    if error is not None:
+        raise error
+    if isinstance(outcome, _Failure):
+        try:
+            raise outcome.kind(outcome.message)
+        except TypeError:  # an exception class that needs other arguments
+            raise RuntimeError(outcome.message) from None
+    return outcome
+
+
+class Collectives:
+    """Sums and flags across the data-parallel processes of one accelerator; seconds spent counted."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.world_size = world_size()
+        self.seconds = 0.0
+
+    def _all_reduce(self, tensor: torch.Tensor, op) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        start = time.perf_counter()
+        out = tensor.detach().clone()
+        torch.distributed.all_reduce(out, op=op)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Σ over processes (a new tensor; the identity in one process)."""
+        return self._all_reduce(tensor, torch.distributed.ReduceOp.SUM if self.world_size > 1 else None)
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(tensor, torch.distributed.ReduceOp.MAX if self.world_size > 1 else None)
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is True on any of them."""
+        return bool(self.max(torch.tensor(float(flag), device=self.device)).item())
+
+    def take_seconds(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+@contextmanager
+def policy_for_generation(accelerator, actor_critic) -> Iterator[torch.nn.Module]:
+    """The unwrapped policy, its full weights present while the block runs (see module docstring)."""
+    policy = accelerator.unwrap_model(actor_critic).policy
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(policy.parameters()), modifier_rank=None):
+            yield policy
+    elif accelerator.distributed_type == DistributedType.FSDP and getattr(accelerator, "is_fsdp2", False):
+        actor_critic.unshard()  # FSDP2: the root module gathers every shard; reshard() frees them
+        try:
+            yield policy
+        finally:
+            actor_critic.reshard()
+    elif accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(actor_critic, writeback=False):
+            yield policy
+    else:
+        yield policy
+
+
+def launched_processes() -> int | None:
+    """How many processes the launcher meant to start (WORLD_SIZE), None without a launcher."""
+    value = os.environ.get("WORLD_SIZE")
+    return int(value) if value and value.isdigit() else None
+
+
+__all__ = ["Collectives", "barrier", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "rank",
+           "state", "world_size"]

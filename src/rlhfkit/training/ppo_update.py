@@ -1,0 +1,160 @@
+"""The PPO update: `ppo_epochs` passes over one Experience, in shuffled mini-batches.
+
+One loop over micro-batches (`mini_batch_size` episodes each, on this process); every
+`gradient_accumulation_steps` of them make one optimiser step, through accelerate's
+`accumulate` / `backward` / `clip_grad_norm_`, so DDP, FSDP and DeepSpeed synchronise the
+gradients and `mixed_precision` applies.
+
+Loss aggregation — the gradient of an optimiser step is that of the token mean over every valid
+response token of the whole step: all its micro-batches on all processes. Each micro-batch's loss
+is therefore its token *sum* divided by N_step, the step's global token count (one all-reduce per
+epoch gives every step's count), multiplied by W·A: accelerate divides each backward by A (the
+accumulation steps) and DDP averages gradients over the W processes. So 1 process × 64 episodes,
+2 processes × 32 and 8 accumulated micro-batches of 8 take the same step (tests/smoke/test_ppo_ddp.py).
+
+A NaN/Inf loss or gradient norm on any process voids that optimiser step on every process
+(gradients zeroed, no step) and ends the update, checked once at each step boundary. Statistics
+stay on the device until the end, then cross the process boundary in one all-reduce.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+
+from rlhfkit.algos.losses import ppo_policy_loss, value_loss
+from rlhfkit.algos.masked import masked_sum
+from rlhfkit.config.stages import PPOConfig
+from rlhfkit.metric_names import M
+from rlhfkit.rollout.types import Experience
+from rlhfkit.training.distributed import Collectives
+from rlhfkit.training.faults import FaultGuard
+
+# Per-micro-batch statistics summed on the device, averaged over micro-batches at the end.
+_MEANS = ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "ratio", "vf_clipfrac", "entropy")
+
+
+@dataclass
+class UpdateResult:
+    stats: dict[str, float]
+    fault: str | None  # the tensor that voided a step (None: every step was taken)
+
+
+def _clip_and_check(accelerator: Accelerator, actor_critic, max_grad_norm: float | None) -> torch.Tensor | None:
+    """Clip gradients; the norms (of the synced gradients, the same on every process) or None.
+
+    DDP / one process: policy and critic are clipped separately (their gradient scales differ).
+    FSDP shards parameters, so a norm is only right over the whole prepared module: there both are
+    clipped together. DeepSpeed clips inside its engine (its `gradient_clipping` setting)."""
+    limit = max_grad_norm or math.inf
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return torch.as_tensor(accelerator.clip_grad_norm_(actor_critic.parameters(), limit)).reshape(1)
+    module = accelerator.unwrap_model(actor_critic)
+    return torch.stack([torch.as_tensor(accelerator.clip_grad_norm_(part.parameters(), limit))
+                        for part in (module.policy, module.critic)])
+
+
+def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator: Accelerator, ppo: PPOConfig,
+               generator: torch.Generator, collectives: Collectives, guard: FaultGuard, iteration: int) -> UpdateResult:
+    """Train the prepared actor-critic on `exp` (this process's share of the batch)."""
+    mb_size, accumulation = ppo.mini_batch_size, ppo.gradient_accumulation_steps
+    step_rows = mb_size * accumulation
+    scale = collectives.world_size * accumulation  # undoes DDP's 1/W and accelerate's 1/A (module docstring)
+    query_length = exp.query_ids.shape[1]
+    device = exp.response_mask.device
+    sums = {name: torch.zeros((), device=device) for name in _MEANS}
+    sum_sq_ratio = torch.zeros((), device=device)
+    ratio_max = torch.full((), -math.inf, device=device)
+    first_ratio_dev = torch.zeros((), device=device)
+    micro_batches, epochs_run, fault = 0, 0, None
+    actor_critic.train()
+    for epoch in range(ppo.ppo_epochs):
+        perm = torch.randperm(exp.batch_size, generator=generator).to(device)
+        num_steps = exp.batch_size // step_rows
+        local_tokens = torch.stack([exp.response_mask[perm[s * step_rows:(s + 1) * step_rows]].sum()
+                                    for s in range(num_steps)]).float()
+        step_tokens = collectives.sum(local_tokens).clamp(min=1)  # (num_steps,) N_step over all processes
+        epoch_kl = torch.zeros((), device=device)
+        for step in range(num_steps):
+            non_finite_loss = torch.zeros((), dtype=torch.bool, device=device)
+            norm_by = step_tokens[step] / scale
+            for k in range(accumulation):
+                start = step * step_rows + k * mb_size
+                mb = exp.select(perm[start : start + mb_size])
+                mask = mb.response_mask.float()
+                with accelerator.accumulate(actor_critic):
+                    out = actor_critic(mb.input_ids, mb.attention_mask, query_length, ppo.generation.temperature)
+                    pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
+                    vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
+                    entropy = masked_sum(out.entropy, mask) / norm_by
+                    loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * entropy
+                    if guard.injected(iteration, "loss"):
+                        loss = loss * math.nan
+                    non_finite_loss |= ~torch.isfinite(loss.detach())
+                    accelerator.backward(loss)  # every process joins the gradient sync, even with a NaN
+                    if accelerator.sync_gradients:
+                        norms = _clip_and_check(accelerator, actor_critic, ppo.max_grad_norm)
+                        if collectives.any(bool(non_finite_loss)):  # on any process: the same verdict everywhere
+                            fault = guard.flag("loss")
+                        elif norms is not None:
+                            fault = guard.non_finite(iteration, grad_norm=norms)
+                        if fault is None:
+                            optimizer.step()
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():  # statistics, on the device; the loss terms as this batch's token means
+                    tokens = mask.sum().clamp(min=1)
+                    sums["pg_loss"] += pg_loss.detach() * norm_by / tokens
+                    sums["vf_loss"] += vf_loss.detach() * norm_by / tokens
+                    sums["entropy"] += entropy.detach() * norm_by / tokens
+                    for name, value in (("clipfrac", pg["clipfrac"]), ("approx_kl", pg["approx_kl"]),
+                                        ("ratio", pg["ratio_mean"]), ("vf_clipfrac", vf["clipfrac"])):
+                        sums[name] += value
+                    sum_sq_ratio += pg["ratio_mean"].square()
+                    ratio_max = torch.maximum(ratio_max, pg["ratio_max"])
+                    epoch_kl += pg["approx_kl"]
+                    if micro_batches == 0:  # the on-policy check: must be 0 with dropout off
+                        first_ratio_dev = ((torch.exp(out.logprobs.detach() - mb.logprobs) - 1).abs() * mask).max()
+                    micro_batches += 1
+            if fault is not None:
+                break
+        epochs_run = epoch + 1
+        if fault is not None:
+            break
+        if ppo.target_kl is not None:  # early stop of the epoch loop on the (global) mean approx-KL
+            mean_kl = float(collectives.sum(epoch_kl)) / (collectives.world_size * num_steps * accumulation)
+            if mean_kl > ppo.target_kl:
+                break
+    actor_critic.eval()
+    return UpdateResult(_finish_stats(sums, sum_sq_ratio, ratio_max, first_ratio_dev, micro_batches, epochs_run,
+                                      collectives), fault)
+
+
+def _finish_stats(sums, sum_sq_ratio, ratio_max, first_ratio_dev, micro_batches: int, epochs_run: int,
+                  collectives: Collectives) -> dict[str, float]:
+    """Means over every micro-batch of every process, from one all-reduce and one host sync."""
+    count = torch.tensor(float(micro_batches), device=sum_sq_ratio.device)
+    totals = collectives.sum(torch.stack([*(sums[name] for name in _MEANS), sum_sq_ratio, count])).tolist()
+    n = max(totals[-1], 1.0)
+    mean = dict(zip(_MEANS, (value / n for value in totals[: len(_MEANS)])))
+    ratio_var = (totals[len(_MEANS)] - n * mean["ratio"] ** 2) / (n - 1) if n > 1 else 0.0
+    maxima = collectives.max(torch.stack([ratio_max, first_ratio_dev])).tolist() if micro_batches else [0.0, 0.0]
+    return {
+        M.POLICY_LOSS: mean["pg_loss"],
+        M.VALUE_LOSS: mean["vf_loss"],
+        M.CLIPFRAC: mean["clipfrac"],
+        M.APPROX_KL: mean["approx_kl"],
+        M.FIRST_RATIO_DEV: maxima[1],
+        M.ENTROPY_TRAIN: mean["entropy"],
+        M.VALUE_CLIPFRAC: mean["vf_clipfrac"],
+        M.RATIO: mean["ratio"],
+        M.RATIO_VAR: max(ratio_var, 0.0),
+        M.RATIO_MAX: maxima[0],
+        M.EPOCHS_RUN: float(epochs_run),
+    }
