@@ -104,11 +104,15 @@ def _resume_config(run_dir: Path, names: tuple[str, ...], overrides: list[str] |
 
 
 def _quiet_libraries() -> None:
-    """Hide transformers' per-load progress bars and reports; our own progress is shown instead."""
+    """Hide transformers' per-load progress bars and reports; our own progress is shown instead.
+    Under a launcher (accelerate launch, torchrun) join its process group first."""
     import transformers
+
+    from rlhfkit.training.distributed import start_processes
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    start_processes()
 
 
 def _load(config: Path | None, overrides: list[str] | None, output_dir: Path | None) -> RunConfig:
@@ -128,8 +132,18 @@ def _stage_dir(run_dir: Path, stage: str, overwrite: bool) -> Path:
     return stage_dir
 
 
+def _fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, --resume to "
+                              "continue it, or choose --output-dir")
+        shutil.rmtree(run_dir)
+
+
 def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, overwrite: bool,
                resume: Path | None = None) -> None:
+    from rlhfkit.training.distributed import broadcast, main_first
+
     _quiet_libraries()
     run_dir: Path | None = None
     try:
@@ -140,12 +154,12 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
                 run_dir, stage_dir = resume, resume / stage
             else:
                 cfg = _load(config, overrides, output_dir)
-                run_dir = resolve_output_dir(cfg)
-                stage_dir = _stage_dir(run_dir, stage, overwrite)
+                run_dir = broadcast(resolve_output_dir(cfg))  # one timestamp for every process
+                stage_dir = main_first(lambda: _stage_dir(run_dir, stage, overwrite))
             module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
             module.validate(cfg)
             if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
-                save_resolved(cfg, run_dir / f"{stage}_config.yaml")
+                main_first(lambda: save_resolved(cfg, run_dir / f"{stage}_config.yaml"))
             output = module.run(cfg, stage_dir, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
@@ -187,6 +201,7 @@ def run(
 ) -> None:
     """All three stages, then evaluation and report.html. No --config: the bundled default task."""
     from rlhfkit.config.load import default_config_path
+    from rlhfkit.training.distributed import broadcast, main_first
 
     _quiet_libraries()
     run_dir: Path | None = None
@@ -201,12 +216,8 @@ def run(
                     raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
                 path = config if config is not None else default_config_path("quick" if quick else "default")
                 cfg = _load(path, set, output_dir)
-                run_dir = resolve_output_dir(cfg)
-                if run_dir.exists() and any(run_dir.iterdir()):
-                    if not overwrite:
-                        raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, --resume to "
-                                          "continue it, or choose --output-dir")
-                    shutil.rmtree(run_dir)
+                run_dir = broadcast(resolve_output_dir(cfg))  # one timestamp for every process
+                main_first(lambda: _fresh_run_dir(run_dir, overwrite))
             from rlhfkit.pipeline import run_pipeline
 
             summary = run_pipeline(cfg, run_dir, resume=resume is not None)

@@ -33,6 +33,7 @@ from rlhfkit.rewards.sources import RewardModelEnsemble
 from rlhfkit.stages import ppo as ppo_stage
 from rlhfkit.stages import rm as rm_stage
 from rlhfkit.stages import sft as sft_stage
+from rlhfkit.training.distributed import main_first
 from rlhfkit.training.progress import console
 from rlhfkit.training.resume import is_finished
 
@@ -86,9 +87,13 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
     With `resume`, a finished stage (its done.json) is not run again: its output comes back from
     disk; an unfinished one continues from its newest checkpoint."""
     validate_run(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a resumed run keeps the config it started with until it finishes
-        save_resolved(cfg, run_dir / "config.yaml")
+
+    def start() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a resumed run keeps the config it started with until it finishes
+            save_resolved(cfg, run_dir / "config.yaml")
+
+    main_first(start)  # data-parallel runs: files are made and written by the main process alone
     timer = Timer()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times}
     task = None
@@ -96,7 +101,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
         from rlhfkit.tasks.fortunes.task import FortunesTask
 
         task = FortunesTask(cfg.task, run_dir / "task", seed=cfg.seed)
-        prepared = timer.run("task", task.prepare)
+        prepared = main_first(lambda: timer.run("task", task.prepare))
         cfg = _with(cfg, "sft.model.name_or_path", str(prepared.base_model))
         cfg = _with(cfg, "sft.data.path", str(prepared.sft_path))
         cfg = _with(cfg, "ppo.data.path", str(prepared.ppo_prompts_path))
@@ -115,7 +120,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
         if resume and is_finished(run_dir / "rm"):  # labelled before the run stopped: not sampled again
             pref_path, annotation = task.dir / "preferences.jsonl", json.loads((task.dir / "annotation_report.json").read_text())
         else:
-            pref_path, annotation = timer.run("preferences", task.collect_preferences, Path(sft_ckpt))
+            pref_path, annotation = main_first(lambda: timer.run("preferences", task.collect_preferences, Path(sft_ckpt)))
         cfg = _with(cfg, "rm.data.path", str(pref_path))
         cfg = _with(cfg, "rm.data.eval_path", str(task.held_out_preferences))
         summary["task"]["annotation"] = annotation
@@ -140,12 +145,17 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
             cfg = _with(cfg, "ppo.reward_refresh.eval_data", refresh.eval_data or cfg.rm.data.eval_path)
         out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume, labeler=labeler)
         summary["stages"]["ppo"] = out.metrics
-        summary["evaluation"] = timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt), out.checkpoint, task)
+        summary["evaluation"] = main_first(lambda: timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt),
+                                                              out.checkpoint, task))
+    return main_first(lambda: _finish(cfg, run_dir, summary))
+
+
+def _finish(cfg: RunConfig, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config, summary.json and report.html."""
+    from rlhfkit.report.html import write_report
 
     save_resolved(cfg, run_dir / "config.yaml")  # now with every resolved path
     _write_json(run_dir / "summary.json", summary)
-    from rlhfkit.report.html import write_report
-
     summary["report"] = str(write_report(run_dir))
     _write_json(run_dir / "summary.json", summary)
     return summary

@@ -32,8 +32,15 @@ from accelerate.utils import DistributedType, broadcast_object_list
 T = TypeVar("T")
 
 
+def no_accelerator() -> bool:
+    """No CUDA and no MPS device: processes talk over gloo on the CPU."""
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
 def state() -> PartialState:
-    return PartialState()
+    # accelerate sets up a CPU process group (gloo) only when asked for the CPU explicitly; without
+    # it a launched process on a machine without GPUs silently runs alone (world size 1).
+    return PartialState(cpu=no_accelerator())
 
 
 def is_main_process() -> bool:
@@ -153,5 +160,44 @@ def launched_processes() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-__all__ = ["Collectives", "barrier", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "rank",
+def processes_asked_of_accelerate() -> int | None:
+    """N when the parent process is `accelerate launch --num_processes N …` (Linux /proc).
+
+    accelerate's plain launcher — taken when neither --multi_gpu nor a distributed config is given,
+    e.g. on a machine without GPUs — starts ONE process whatever N says, and leaves no trace of N
+    in the environment; the launcher's command line still has it."""
+    try:
+        args = [a.decode(errors="replace") for a in
+                open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\0") if a]
+    except OSError:
+        return None
+    if not any(a.endswith("accelerate") for a in args[:2]) or "launch" not in args:
+        return None
+    for i, arg in enumerate(args):
+        for flag in ("--num_processes", "--num-processes"):
+            if arg == flag and i + 1 < len(args) and args[i + 1].isdigit():
+                return int(args[i + 1])
+            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
+                return int(arg.split("=", 1)[1])
+    return None
+
+
+def start_processes() -> None:
+    """Join the launcher's process group (if any) before anything else runs; quiet every console but
+    the main process's; warn when a launcher was asked for N processes but one started."""
+    from rlhfkit.training.progress import console
+
+    launched = launched_processes()
+    if launched is not None and launched > 1:
+        if not is_main_process():
+            console.quiet = True  # one voice: the main process prints progress, summaries and errors
+        return
+    asked = processes_asked_of_accelerate()
+    if asked is not None and asked > 1:
+        console.print(f"[yellow]warning[/] accelerate launch was asked for {asked} processes but started one: "
+                      "on a machine without GPUs add --multi_gpu (it then uses gloo on the CPU), "
+                      f"or use torchrun --nproc_per_node {asked} -m rlhfkit.cli …", highlight=False, soft_wrap=True)
+
+
+__all__ = ["Collectives", "barrier", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
            "state", "world_size"]
