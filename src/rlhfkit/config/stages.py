@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhfkit.diagnostics.early_stopping import EarlyStoppingSection
-from rlhfkit.diagnostics.monitor import DiagnosticsSection
+from rlhfkit.config.diagnostics import DiagnosticsSection, EarlyStoppingSection
 from rlhfkit.config.sections import (
     DataSection,
     LoggingSection,

@@ -17,21 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from rlhfkit.config.sections import Section
-
-
-class EarlyStoppingSection(Section):
-    """Stop PPO when a metric has stopped improving."""
-
-    metric: str | None = Field(
-        None, description="Metric to watch, e.g. gold/score or objective/rlhf_reward; empty: early stopping off.")
-    mode: Literal["max", "min"] = Field("max", description="Whether larger (max) or smaller (min) values are better.")
-    patience: int = Field(10, ge=1, description="Iterations without improvement before stopping.")
-    min_delta: float = Field(0.0, ge=0, description="An improvement must beat the best value by more than this.")
+from rlhfkit.config.diagnostics import EarlyStoppingSection
 
 
 class EarlyStopper:

@@ -54,14 +54,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from rlhfkit.config.diagnostics import DiagnosticsSection
+from rlhfkit.metric_names import M
 
-from rlhfkit.config.sections import Section
-
-KL, SCORES, SCORES_STD = "objective/kl", "objective/scores", "objective/scores_std"
-ENTROPY, VALUE_LOSS, CLIPFRAC = "policy/entropy_avg", "loss/value_avg", "policy/clipfrac_avg"
-RATIO_MAX, EOS, LENGTH = "val/ratio_max", "rollout/eos_fraction", "rollout/response_length"
-DISAGREEMENT, GOLD = "reward/ensemble_disagreement", "gold/score"
+KL, SCORES, SCORES_STD = M.KL, M.SCORES, M.SCORES_STD
+ENTROPY, VALUE_LOSS, CLIPFRAC = M.ENTROPY_TOKEN, M.VALUE_LOSS, M.CLIPFRAC
+RATIO_MAX, EOS, LENGTH = M.RATIO_MAX, M.EOS_FRACTION, M.RESPONSE_LENGTH
+DISAGREEMENT, GOLD = M.ENSEMBLE_DISAGREEMENT, M.GOLD_SCORE
 KEY_METRICS = (KL, SCORES, SCORES_STD, ENTROPY, VALUE_LOSS, CLIPFRAC, RATIO_MAX, EOS, LENGTH, DISAGREEMENT, GOLD)
 ACTIONS = (None, "raise_kl_coef", "lower_lr", "stop")
 THRESHOLDS = (  # rule, metric, DiagnosticsSection field, fires when below (else above), what, why
@@ -94,41 +93,6 @@ SUGGESTIONS = {
 }
 ACTION_OF = {"non_finite": "stop", "reward_hacking": "raise_kl_coef", "kl_blowup": "raise_kl_coef",
              "value_loss_explosion": "lower_lr", "high_clipfrac": "lower_lr"}
-
-
-class DiagnosticsSection(Section):
-    """Training-health monitor for PPO: thresholds of the rules in rlhfkit.diagnostics.monitor."""
-
-    enabled: bool = Field(True, description="Check each PPO iteration's metrics and report diagnostics.")
-    window: int = Field(5, ge=3, description="Iterations used for trends (slopes, trailing means, medians).")
-    rearm_after: int = Field(3, ge=1, description="Iterations a condition must be false before it may warn again.")
-    kl_blowup: float = Field(20.0, gt=0, description="objective/kl (nats per response) above this is a KL blow-up.")
-    kl_jump_factor: float = Field(3.0, gt=1, description="objective/kl above this × its trailing mean is a KL jump.")
-    kl_jump_min: float = Field(2.0, ge=0, description="A KL jump must also exceed the trailing mean by this many nats.")
-    min_score_std: float = Field(1e-3, ge=0, description="objective/scores_std below this is reward collapse.")
-    min_entropy: float = Field(0.05, ge=0, description="policy/entropy_avg (nats/token) below this: entropy collapse.")
-    value_loss_factor: float = Field(10.0, gt=1, description="loss/value_avg above this × trailing median: exploding.")
-    max_clipfrac: float = Field(0.3, gt=0, le=1, description="policy/clipfrac_avg above this: updates too large.")
-    max_ratio: float = Field(10.0, gt=1, description="val/ratio_max above this is a policy-ratio outlier.")
-    min_eos_fraction: float = Field(0.5, ge=0, le=1, description="rollout/eos_fraction below this: truncation.")
-    hack_min_proxy_rise: float = Field(
-        0.1, ge=0, description="Reward hacking needs objective/scores' fitted rise over the window above this.")
-    hack_min_gold_drop: float = Field(
-        0.05, ge=0, description="gold/score's fitted drop over the window above this counts as falling.")
-    hack_disagreement_factor: float = Field(
-        1.5, gt=1, description="Hacking evidence: ensemble disagreement grew by more than this factor over the window.")
-    hack_length_factor: float = Field(
-        1.3, gt=1, description="Hacking evidence: response length grew by more than this factor over the window.")
-    hack_kl_factor: float = Field(
-        2.0, gt=1, description="Hacking evidence: KL grew by more than this factor over the window (to above "
-        "hack_min_kl). KL always grows during RLHF: raise this with a longer window.")
-    hack_min_t: float = Field(
-        2.0, ge=0, description="Proxy rise and gold drop must also be significant: |slope t-statistic| above this.")
-    hack_min_kl: float = Field(
-        3.0, ge=0, description="KL evidence needs KL above this many nats (KL near 0 grows by large factors).")
-    auto_actions: bool = Field(False, description="Let the PPO loop apply the actions (raise β, lower LR, stop).")
-    kl_raise_factor: float = Field(1.5, gt=1, description="Action raise_kl_coef multiplies β by this.")
-    lr_lower_factor: float = Field(0.5, gt=0, lt=1, description="Action lower_lr multiplies the LRs by this.")
 
 
 @dataclass(frozen=True)

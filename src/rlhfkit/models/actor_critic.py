@@ -53,6 +53,9 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.policy = policy
         self.critic = critic
+        # FSDP's transformer-based auto-wrap reads the block classes to shard from `_no_split_modules`.
+        self._no_split_modules = sorted({*(getattr(policy, "_no_split_modules", None) or []),
+                                         *(getattr(critic, "_no_split_modules", None) or [])})
 
     @property
     def shared_head(self) -> bool:

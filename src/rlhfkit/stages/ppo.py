@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from rich.markup import escape
 from transformers import get_scheduler
 
@@ -256,6 +257,10 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     # The scheduler is stepped by hand once per optimiser step: accelerate's prepared scheduler would
     # step once per process and finish the schedule W times too early.
     scheduler = get_scheduler(ppo.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no DataLoader tells DeepSpeed the batch shape
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = ppo.mini_batch_size
+        ds_config["gradient_clipping"] = ppo.max_grad_norm or 0.0
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
     sampler = PromptSampler(len(prompt_texts), cfg.seed)  # the same order on every process; each takes its share
     s = _PPO(

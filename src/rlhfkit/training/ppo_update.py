@@ -34,7 +34,9 @@ from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
 
-# Per-micro-batch statistics summed on the device, averaged over micro-batches at the end.
+# Statistics kept as token means over each optimiser step (every micro-batch of every process weighted
+# by its share of the step's tokens), then averaged over the steps: like the loss, they do not depend on
+# how a step is split into micro-batches and processes.
 _MEANS = ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "ratio", "vf_clipfrac", "entropy")
 
 
@@ -69,10 +71,11 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
     query_length = exp.query_ids.shape[1]
     device = exp.response_mask.device
     sums = {name: torch.zeros((), device=device) for name in _MEANS}
+    sum_ratio = torch.zeros((), device=device)  # per-micro-batch ratio means, for their spread
     sum_sq_ratio = torch.zeros((), device=device)
     ratio_max = torch.full((), -math.inf, device=device)
     first_ratio_dev = torch.zeros((), device=device)
-    micro_batches, epochs_run, fault = 0, 0, None
+    micro_batches, steps_taken, epochs_run, fault = 0, 0, 0, None
     actor_critic.train()
     for epoch in range(ppo.ppo_epochs):
         perm = torch.randperm(exp.batch_size, generator=generator).to(device)
@@ -108,42 +111,44 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                             optimizer.step()
                             scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():  # statistics, on the device; the loss terms as this batch's token means
-                    tokens = mask.sum().clamp(min=1)
-                    sums["pg_loss"] += pg_loss.detach() * norm_by / tokens
-                    sums["vf_loss"] += vf_loss.detach() * norm_by / tokens
-                    sums["entropy"] += entropy.detach() * norm_by / tokens
+                with torch.no_grad():  # statistics, on the device, weighted by this batch's share of the step's tokens
+                    share = mask.sum() / step_tokens[step]
+                    sums["pg_loss"] += pg_loss.detach() / scale  # = its token sum / N_step
+                    sums["vf_loss"] += vf_loss.detach() / scale
+                    sums["entropy"] += entropy.detach() / scale
                     for name, value in (("clipfrac", pg["clipfrac"]), ("approx_kl", pg["approx_kl"]),
                                         ("ratio", pg["ratio_mean"]), ("vf_clipfrac", vf["clipfrac"])):
-                        sums[name] += value
+                        sums[name] += value * share
+                    sum_ratio += pg["ratio_mean"]
                     sum_sq_ratio += pg["ratio_mean"].square()
                     ratio_max = torch.maximum(ratio_max, pg["ratio_max"])
-                    epoch_kl += pg["approx_kl"]
+                    epoch_kl += pg["approx_kl"] * share
                     if micro_batches == 0:  # the on-policy check: must be 0 with dropout off
                         first_ratio_dev = ((torch.exp(out.logprobs.detach() - mb.logprobs) - 1).abs() * mask).max()
                     micro_batches += 1
             if fault is not None:
                 break
+            steps_taken += 1
         epochs_run = epoch + 1
         if fault is not None:
             break
         if ppo.target_kl is not None:  # early stop of the epoch loop on the (global) mean approx-KL
-            mean_kl = float(collectives.sum(epoch_kl)) / (collectives.world_size * num_steps * accumulation)
+            mean_kl = float(collectives.sum(epoch_kl)) / num_steps
             if mean_kl > ppo.target_kl:
                 break
     actor_critic.eval()
-    return UpdateResult(_finish_stats(sums, sum_sq_ratio, ratio_max, first_ratio_dev, micro_batches, epochs_run,
-                                      collectives), fault)
+    return UpdateResult(_finish_stats(sums, (sum_ratio, sum_sq_ratio), ratio_max, first_ratio_dev, micro_batches,
+                                      steps_taken, epochs_run, collectives), fault)
 
 
-def _finish_stats(sums, sum_sq_ratio, ratio_max, first_ratio_dev, micro_batches: int, epochs_run: int,
+def _finish_stats(sums, ratio_moments, ratio_max, first_ratio_dev, micro_batches: int, steps: int, epochs_run: int,
                   collectives: Collectives) -> dict[str, float]:
-    """Means over every micro-batch of every process, from one all-reduce and one host sync."""
-    count = torch.tensor(float(micro_batches), device=sum_sq_ratio.device)
-    totals = collectives.sum(torch.stack([*(sums[name] for name in _MEANS), sum_sq_ratio, count])).tolist()
-    n = max(totals[-1], 1.0)
-    mean = dict(zip(_MEANS, (value / n for value in totals[: len(_MEANS)])))
-    ratio_var = (totals[len(_MEANS)] - n * mean["ratio"] ** 2) / (n - 1) if n > 1 else 0.0
+    """Step means over every process, from one all-reduce and one host sync."""
+    count = torch.tensor(float(micro_batches), device=ratio_max.device)
+    totals = collectives.sum(torch.stack([*(sums[name] for name in _MEANS), *ratio_moments, count])).tolist()
+    mean = dict(zip(_MEANS, (value / max(steps, 1) for value in totals[: len(_MEANS)])))
+    n, ratio_sum, ratio_sq = max(totals[-1], 1.0), totals[len(_MEANS)], totals[len(_MEANS) + 1]
+    ratio_var = (ratio_sq - ratio_sum ** 2 / n) / (n - 1) if n > 1 else 0.0  # spread of the micro-batch ratio means
     maxima = collectives.max(torch.stack([ratio_max, first_ratio_dev])).tolist() if micro_batches else [0.0, 0.0]
     return {
         M.POLICY_LOSS: mean["pg_loss"],

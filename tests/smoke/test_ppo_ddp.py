@@ -1,0 +1,140 @@
+"""PPO in two processes on CPU (gloo), as a user launches it.
+
+- update invariance: one PPO update on one fixed batch gives the same policy and critic with
+  1 process × 64 episodes, 2 processes × 32, and 1 process × 8 accumulated micro-batches of 8
+  (responses of different lengths, so a per-micro-batch token mean would fail it);
+- advantages whitened across two processes equal the whitening of the whole batch;
+- `rlhfkit run --quick` under `accelerate launch --multi_gpu --num_processes 2`: one metrics line
+  per iteration, one policy, a report; SIGKILL of both processes mid-PPO, then `--resume` under the
+  same launcher, ends with the same metrics as the uninterrupted two-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200", **extra}
+
+
+def _update(model_dir: Path, out: Path, processes: int, mini: int, accumulation: int = 1) -> tuple[dict, dict]:
+    worker = [str(HERE / "ppo_update_worker.py"), str(model_dir), str(out), "--mini", str(mini),
+              "--accumulation", str(accumulation)]
+    if processes == 1:
+        cmd = [sys.executable, *worker]
+    else:
+        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *worker]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return load_file(str(out)), json.loads(Path(str(out) + ".json").read_text())
+
+
+def test_one_update_is_the_same_for_any_split_of_the_batch(tmp_path, tiny_model_dir):
+    single, info1 = _update(tiny_model_dir, tmp_path / "one.safetensors", 1, mini=64)
+    ddp, info2 = _update(tiny_model_dir, tmp_path / "two.safetensors", 2, mini=32)
+    accumulated, info3 = _update(tiny_model_dir, tmp_path / "acc.safetensors", 1, mini=8, accumulation=8)
+    assert info2["world"] == 2 and info1["world"] == info3["world"] == 1
+    assert info1["fault"] is info2["fault"] is info3["fault"] is None
+    initial = {k: v for k, v in load_file(str(next(Path(tiny_model_dir).glob("*.safetensors")))).items()}
+    moved = max((single[f"policy.{k}"] - v).abs().max().item() for k, v in initial.items() if f"policy.{k}" in single)
+    assert moved > 1e-3  # the update did change the policy
+    for name, tensor in single.items():
+        torch.testing.assert_close(ddp[name], tensor, atol=2e-6, rtol=1e-5, msg=f"2 processes × 32: {name}")
+        torch.testing.assert_close(accumulated[name], tensor, atol=2e-6, rtol=1e-5, msg=f"8 × 8 accumulated: {name}")
+    # the logged statistics are global too
+    for key in ("loss/policy_avg", "policy/clipfrac_avg", "val/ratio"):
+        assert info2["stats"][key] == pytest.approx(info1["stats"][key], rel=1e-5, abs=1e-6), key
+
+
+def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, tiny_model_dir):
+    _, info = _update(tiny_model_dir, tmp_path / "w.safetensors", 2, mini=32)
+    assert info["whitening_error"] < 1e-5
+
+
+# ---------------------------------------------------------------- the CLI under a launcher
+
+QUICK = ["--set", "ppo.checkpoint.save_every=2"]
+
+
+def _launch(*args: str, port: int, **popen) -> subprocess.Popen:
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "rlhfkit.cli", *args]
+    return subprocess.Popen(cmd, env=_env(**popen.pop("env", {})), stdout=popen.pop("stdout", subprocess.PIPE),
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _ppo_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port())
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    return run_dir, out
+
+
+def test_run_quick_under_two_processes(two_process_run):
+    run_dir, out = two_process_run
+    lines = _ppo_lines(run_dir)
+    assert [line["step"] for line in lines] == list(range(1, 9))  # one line per iteration, not one per process
+    for stage in ("sft", "rm"):  # SFT and RM: one writer too (a second one would repeat every line)
+        keys = [(r["step"], tuple(sorted(r))) for r in map(json.loads, (run_dir / stage / "metrics.jsonl").read_text().splitlines())]
+        assert len(keys) == len(set(keys)) > 0
+    assert out.count("rlhfkit run: summary") == 1  # one process prints
+    assert (run_dir / "ppo" / "policy" / "model.safetensors").exists() and (run_dir / "report.html").exists()
+    assert "2 process(es) × 16" in out
+    assert all(line["policy/first_minibatch_ratio_dev"] == 0.0 for line in lines)
+
+
+def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_path, two_process_run):
+    reference_dir, _ = two_process_run
+    run_dir = tmp_path / "run"
+    log = open(tmp_path / "log.txt", "w")
+    # pause the main process while it writes the iteration-6 checkpoint (2 and 4 are complete; SFT and RM
+    # save at their last steps, 12 and 4, in this two-process run)
+    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port(),
+                   env={"RLHFKIT_CHECKPOINT_PAUSE": "6"}, stdout=log)
+    deadline = time.monotonic() + 600
+    while not list((run_dir / "ppo" / "checkpoints").glob("*.tmp-*/PAUSED")):
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the run never reached the paused checkpoint"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, at once
+    proc.wait(timeout=60)
+    assert not (run_dir / "ppo" / "done.json").exists()
+
+    resumed = _launch("run", "--resume", str(run_dir), port=_free_port())
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-4000:]
+    assert "resuming from" in out
+    got, want = _ppo_lines(run_dir), _ppo_lines(reference_dir)
+    assert [line["step"] for line in got] == list(range(1, 9))
+    volatile = ("time",) + tuple(k for k in want[0] if k.startswith("timing/"))
+    for a, b in zip(got, want):
+        assert {k: v for k, v in a.items() if k not in volatile} == {k: v for k, v in b.items() if k not in volatile}
