@@ -55,6 +55,9 @@ class M:
     TIME_COLLECTIVES = "timing/collectives"  # time spent in cross-process reductions (update excluded)
     TOKENS_PER_SECOND = "timing/tokens_per_second"  # generated tokens / whole iteration time
     GENERATION_TOKENS_PER_SECOND = "timing/generation_tokens_per_second"
+    # memory/ — peaks so far, the largest over the processes
+    PEAK_RSS_MB = "memory/peak_rss_mb"  # resident set of the process (interpreter and libraries included)
+    PEAK_GPU_MB = "memory/peak_gpu_allocated_mb"  # torch.cuda.max_memory_allocated, on GPUs only
 
 
 __all__ = ["M"]

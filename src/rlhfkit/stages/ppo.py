@@ -33,6 +33,7 @@ model), `lora` (adapters train; the reference is the policy with its adapters di
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -326,7 +327,12 @@ def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float
                        stats: dict[str, float]) -> dict[str, float]:
     t0, t1, t2, t3 = times
     tokens = stats[M.GENERATED_TOKENS]
+    memory = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]  # KiB on Linux
+    if torch.cuda.is_available():
+        memory.append(torch.cuda.max_memory_allocated() / 2**20)
+    peaks = s.collectives.max(torch.tensor(memory, dtype=torch.float64, device=s.device)).tolist()
     return {
+        M.PEAK_RSS_MB: peaks[0], **({M.PEAK_GPU_MB: peaks[1]} if len(peaks) > 1 else {}),
         M.KL_COEF: beta, M.LR: s.scheduler.get_last_lr()[0], M.EPISODE: iteration * s.cfg.ppo.batch_size,
         M.ENSEMBLE_DISAGREEMENT: float(s.global_means({"d": disagreement})["d"]),
         M.TIME_GENERATION: t1 - t0, M.TIME_SCORING: t2 - t1, M.TIME_TRAINING: t3 - t2,
