@@ -318,7 +318,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
 
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     checkpointer = Checkpointer(
-        stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(ppo, cfg.seed),
+        stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),
         models={"policy": policy, "value_head" if ppo.value_head == "shared" else "value_model": value_model}, optimizer=optimizer, scheduler=scheduler,
         generators={"update": generator, "prompts": sampler.generator},
         stateful={"prompts": sampler, "kl_controller": kl_ctl, "monitor": monitor, "early_stopping": stopper, "faults": guard,
