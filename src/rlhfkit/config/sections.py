@@ -66,7 +66,7 @@ class DataSection(Section):
     )
     eval_path: PathStr | None = Field(None, description="Held-out file; if empty, `eval_fraction` of `path` is held out.")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of `path` held out when no eval_path.")
-    max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule in docs/data.md).")
+    max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule: docs/data.md).")
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training records (debugging).")
 
 
