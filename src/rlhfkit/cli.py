@@ -13,16 +13,19 @@ too many NaN/Inf updates in a row exit with 3; an RM refresh waiting for a perso
 
 from __future__ import annotations
 
-import shutil
+import errno
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from rlhfkit import rundir
 from rlhfkit.config import ConfigError, RunConfig, load_config, resolve_output_dir, save_resolved
 
 app = typer.Typer(
@@ -46,19 +49,44 @@ ResumeOpt = Annotated[
 ]
 
 
+def check_hardware(cfg: RunConfig) -> None:
+    from rlhfkit.config.hardware import check_hardware as check
+
+    check(cfg)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from rlhfkit.data.records import DataError
     from rlhfkit.models.load import ModelLoadError
     from rlhfkit.rewards.sources import RewardFunctionError
+    from rlhfkit.training.checkpoint import DiskFullError
 
-    return (ConfigError, DataError, ModelLoadError, RewardFunctionError)
+    return (ConfigError, DataError, ModelLoadError, RewardFunctionError, DiskFullError)
 
 
 def _fail(message: str, code: int = 2) -> None:
+    from rich.markup import escape
+
     from rlhfkit.training.progress import console
 
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
+
+
+def _disk_full(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _fail_disk_full(err: OSError) -> None:
+    where = f" writing {err.filename}" if err.filename else ""
+    _fail(f"no space left on device{where}: free some space, then continue with --resume")
+
+
+def _check_test_aids() -> None:
+    """A malformed RLHFKIT_INJECT_NAN is an error before any work, not a traceback mid-stage."""
+    from rlhfkit.training.faults import INJECT_ENV, parse_injections
+
+    parse_injections(os.environ.get(INJECT_ENV, ""))
 
 
 FAULT_EXIT_CODE = 3  # training stopped after too many consecutive NaN/Inf updates
@@ -67,6 +95,8 @@ FAULT_EXIT_CODE = 3  # training stopped after too many consecutive NaN/Inf updat
 @contextmanager
 def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
     """SIGINT/SIGTERM and numerical faults end in one line and an exit code, not a traceback."""
+    from rich.markup import escape
+
     from rlhfkit.rewards.refresh import LabelsNeeded
     from rlhfkit.training.faults import NumericalFault
     from rlhfkit.training.progress import console
@@ -79,14 +109,14 @@ def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
         interrupted = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted(signal.SIGINT, "interrupted")
         where = run_dir()
         hint = f"; continue with: rlhfkit {command} --resume {where}" if where is not None else ""
-        console.print(f"[bold yellow]interrupted:[/] {interrupted}{hint}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]interrupted:[/] {escape(f'{interrupted}{hint}')}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=interrupted.exit_code) from None
     except NumericalFault as err:
         _fail(str(err), code=FAULT_EXIT_CODE)
     except LabelsNeeded as err:
         where = run_dir()
         hint = f" (rlhfkit {command} --resume {where})" if where is not None else ""
-        console.print(f"[bold yellow]waiting for labels:[/] {err}{hint}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]waiting for labels:[/] {escape(f'{err}{hint}')}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=err.exit_code) from None
 
 
@@ -99,7 +129,7 @@ def _resume_config(run_dir: Path, names: tuple[str, ...], overrides: list[str] |
         raise ConfigError(f"--resume {run_dir}: no such run directory")
     for name in names:
         if (run_dir / name).is_file():
-            return load_config(run_dir / name, [*(overrides or []), f"output_dir={run_dir}"])
+            return load_config(run_dir / name, [*(overrides or []), _output_override(run_dir)])
     raise ConfigError(f"--resume {run_dir}: no {' or '.join(names)} in it: not an rlhfkit run directory")
 
 
@@ -115,29 +145,31 @@ def _quiet_libraries() -> None:
     start_processes()
 
 
+def _output_override(path: Path) -> str:
+    """`output_dir=PATH` as a quoted YAML string: `-o 2026-01-01` or `-o '[x]'` is a path, not a date or a list."""
+    return f"output_dir={json.dumps(str(path))}"
+
+
 def _load(config: Path | None, overrides: list[str] | None, output_dir: Path | None) -> RunConfig:
     overrides = list(overrides or [])
     if output_dir is not None:
-        overrides.append(f"output_dir={output_dir}")
+        overrides.append(_output_override(output_dir))
     return load_config(config, overrides)
 
 
-def _stage_dir(run_dir: Path, stage: str, overwrite: bool) -> Path:
-    stage_dir = run_dir / stage
-    if stage_dir.exists() and any(stage_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{stage_dir} already exists: pass --overwrite to replace it, --resume to continue it, "
-                              "or choose --output-dir")
-        shutil.rmtree(stage_dir)
-    return stage_dir
+@contextmanager
+def _holding(run_dir: Path, command: str, create: bool):
+    """The run directory's lock for the block (rundir.holding). In a data-parallel run the main
+    process holds it for all: the others would otherwise find it held by their own main process."""
+    from rlhfkit.training.distributed import main_first, world_size
 
-
-def _fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, --resume to "
-                              "continue it, or choose --output-dir")
-        shutil.rmtree(run_dir)
+    if world_size() == 1:
+        with rundir.holding(run_dir, command, create=create):
+            yield
+        return
+    with ExitStack() as held:
+        main_first(lambda: held.enter_context(rundir.holding(run_dir, command, create=create)) and None)
+        yield
 
 
 def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, overwrite: bool,
@@ -147,23 +179,31 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
     _quiet_libraries()
     run_dir: Path | None = None
     try:
+        _check_test_aids()
         with _stopping_cleanly(stage, lambda: run_dir):
             if resume is not None:
                 cfg = _resume_config(resume, (f"{stage}_config.yaml", "config.yaml"), overrides,
                                      config=config, output_dir=output_dir, overwrite=overwrite)
-                run_dir, stage_dir = resume, resume / stage
+                run_dir = resume
             else:
                 cfg = _load(config, overrides, output_dir)
                 run_dir = broadcast(resolve_output_dir(cfg))  # one timestamp for every process
-                stage_dir = main_first(lambda: _stage_dir(run_dir, stage, overwrite))
+                main_first(lambda: rundir.check_fresh(run_dir, overwrite, stage))
+            check_hardware(cfg)
             module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
             module.validate(cfg)
-            if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
-                main_first(lambda: save_resolved(cfg, run_dir / f"{stage}_config.yaml"))
-            output = module.run(cfg, stage_dir, resume=resume is not None)
+            with _holding(run_dir, f"rlhfkit {stage}", create=resume is None):
+                if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
+                    main_first(lambda: (rundir.clear(run_dir, overwrite, stage),
+                                        save_resolved(cfg, run_dir / f"{stage}_config.yaml")))
+                output = module.run(cfg, run_dir / stage, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
         return
+    except OSError as err:
+        if not _disk_full(err):
+            raise
+        _fail_disk_full(err)
     from rlhfkit.report.summary import print_stage_summary
 
     print_stage_summary(stage, output)
@@ -206,24 +246,35 @@ def run(
     _quiet_libraries()
     run_dir: Path | None = None
     try:
+        _check_test_aids()
         with _stopping_cleanly("run", lambda: run_dir):
             if resume is not None:
                 cfg = _resume_config(resume, ("config.yaml",), set, config=config, output_dir=output_dir,
                                      overwrite=overwrite, quick=quick)
                 run_dir = resume
+                rundir.check_run_config(run_dir, cfg)
             else:
                 if config is not None and quick:
                     raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
                 path = config if config is not None else default_config_path("quick" if quick else "default")
                 cfg = _load(path, set, output_dir)
                 run_dir = broadcast(resolve_output_dir(cfg))  # one timestamp for every process
-                main_first(lambda: _fresh_run_dir(run_dir, overwrite))
-            from rlhfkit.pipeline import run_pipeline
+                main_first(lambda: rundir.check_fresh(run_dir, overwrite))
+            check_hardware(cfg)
+            from rlhfkit.pipeline import run_pipeline, validate_run
 
-            summary = run_pipeline(cfg, run_dir, resume=resume is not None)
+            validate_run(cfg)
+            with _holding(run_dir, "rlhfkit run", create=resume is None):
+                if resume is None:
+                    main_first(lambda: (rundir.clear(run_dir, overwrite), rundir.record_run_config(run_dir, cfg)))
+                summary = run_pipeline(cfg, run_dir, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
         return
+    except OSError as err:
+        if not _disk_full(err):
+            raise
+        _fail_disk_full(err)
     from rlhfkit.report.summary import print_run_summary
 
     print_run_summary(summary)

@@ -27,6 +27,7 @@ from rlhfkit.config.stages import RunConfig
 from rlhfkit.data.records import load_records
 from rlhfkit.data.tokenize import tokenize_prompts
 from rlhfkit.data.templates import render_prompt
+from rlhfkit.environment import environment
 from rlhfkit.evaluation.policy_eval import evaluate_policy, win_rate
 from rlhfkit.models.load import check_model_source, disable_dropout, freeze, load_causal_lm, load_tokenizer
 from rlhfkit.rewards.sources import RewardModelEnsemble
@@ -95,7 +96,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     main_first(start)  # data-parallel runs: files are made and written by the main process alone
     timer = Timer()
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times, "environment": environment()}
     task = None
     if cfg.task is not None:
         from rlhfkit.tasks.fortunes.task import FortunesTask

@@ -19,3 +19,16 @@ def prefer_more_lowercase(prompts: list[str], responses_a: list[str], responses_
     """A refresh labeler: A is preferred when it has more lowercase letters; equal counts: no preference."""
     a_scores, b_scores = count_lowercase(prompts, responses_a), count_lowercase(prompts, responses_b)
     return [None if sa == sb else sa > sb for sa, sb in zip(a_scores, b_scores)]
+
+
+def interrupted_twice(prompts: list[str], responses: list[str]) -> list[float]:
+    """A slow reward: the user presses Ctrl-C, waits, and presses it again while it is still scoring."""
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    return [1.0] * len(prompts)

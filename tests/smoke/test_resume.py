@@ -125,7 +125,7 @@ def cli(*args: str):
 
 def numbers(stage_dir: Path) -> list[dict]:
     """metrics.jsonl without wall-clock fields."""
-    return [{k: v for k, v in m.items() if k != "time" and not k.startswith("timing/")}
+    return [{k: v for k, v in m.items() if k != "time" and not k.startswith(("timing/", "memory/"))}
             for m in read_metrics(stage_dir / "metrics.jsonl")]
 
 

@@ -166,4 +166,15 @@ def test_existing_stage_dir_is_not_overwritten(tmp_path, tiny_model_dir):
     result = _invoke(*args)
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (out / "sft" / "keep.txt").read_text() == "precious"
-    assert _invoke(*args, "--overwrite").exit_code == 0
+    # --overwrite only replaces what rlhfkit wrote: this directory was made by hand (no marker)
+    refused = _invoke(*args, "--overwrite")
+    assert refused.exit_code == 2 and "--overwrite refuses to delete" in " ".join(refused.output.split())
+    assert (out / "sft" / "keep.txt").read_text() == "precious"
+    # a run directory rlhfkit made: its stage is replaced
+    ours = tmp_path / "ours"
+    ours_args = [a if a != str(out) else str(ours) for a in args]
+    assert _invoke(*ours_args).exit_code == 0
+    first = (ours / "sft" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert _invoke(*ours_args).exit_code == 2
+    assert _invoke(*ours_args, "--overwrite").exit_code == 0
+    assert (ours / "sft" / "model" / "model.safetensors").stat().st_mtime_ns != first

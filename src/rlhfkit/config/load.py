@@ -7,6 +7,7 @@ is reported with its dotted path (`ppo.mini_batch_size: ...`) and the file it ca
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,27 @@ class ConfigError(ValueError):
     """A config problem, phrased as one line for the terminal."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-5` as a string (it wants `1.0e-5`); configs are strictly typed, so the
+    YAML 1.2 float forms are read as floats here. `8` stays an int, `"8"` a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -55,7 +72,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key.strip()}: {raw!r} is not valid YAML ({getattr(err, 'problem', None) or err}); "
+                          "quote strings that hold YAML syntax, e.g. --set 'key=\"a: b\"'") from None
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -91,7 +112,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 def resolve_output_dir(cfg: RunConfig, now: _dt.datetime | None = None) -> Path:
     """Fill `{timestamp}` in output_dir."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.output_dir.replace("{timestamp}", stamp))
+    return Path(cfg.output_dir.replace("{timestamp}", stamp)).expanduser()
 
 
 def save_resolved(cfg: RunConfig, path: Path) -> None:

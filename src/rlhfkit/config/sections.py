@@ -7,26 +7,34 @@ hyper-parameters. `extra="forbid"` everywhere: a misspelt key is an error, not a
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are refused, assignments re-validated."""
+    """Base of every config section: unknown keys are refused, assignments re-validated, and types
+    are strict: `epochs: true` or `batch_size: "8"` is an error, not a silent 1 or 8 (an int is
+    still accepted where a float is expected, and YAML's `1e-5` is read as a float by config.load)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+# A file or directory path in a config: `~` is expanded (a hub model name never starts with it).
+# Relative paths stay relative to the working directory the command runs in.
+PathStr = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 class ModelSection(Section):
     """Which model a stage starts from and how it is loaded."""
 
-    name_or_path: str | None = Field(
+    name_or_path: PathStr | None = Field(
         None,
         description="Hugging Face hub name or local directory. Empty means: the previous "
         "stage's output in `rlhfkit run` (required when a stage runs alone).",
     )
-    tokenizer: str | None = Field(None, description="Tokenizer name/path if it differs from the model's.")
+    tokenizer: PathStr | None = Field(None, description="Tokenizer name/path if it differs from the model's.")
     dtype: Literal["fp32", "bf16", "fp16", "auto"] = Field(
         "fp32", description="Weights dtype; auto: bf16 where the GPU supports it, fp32 on CPU. For bf16/fp16 "
         "compute with fp32 master weights use the top-level mixed_precision instead.")
@@ -54,14 +62,14 @@ class OptimSection(Section):
 class DataSection(Section):
     """Where a stage reads its data."""
 
-    path: str | None = Field(
+    path: PathStr | None = Field(
         None,
         description="JSONL file (or a `datasets` name with rlhfkit[datasets]). Empty means: made by "
         "the task in `rlhfkit run`.",
     )
-    eval_path: str | None = Field(None, description="Held-out file; if empty, `eval_fraction` of `path` is held out.")
+    eval_path: PathStr | None = Field(None, description="Held-out file; if empty, `eval_fraction` of `path` is held out.")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of `path` held out when no eval_path.")
-    max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule in docs/data.md).")
+    max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule: docs/data.md).")
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training records (debugging).")
 
 
@@ -84,6 +92,7 @@ def _check_accumulation(batch_size: int, micro: int, accum: int) -> None:
 
 __all__ = [
     "Section",
+    "PathStr",
     "ModelSection",
     "OptimSection",
     "DataSection",

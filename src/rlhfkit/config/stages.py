@@ -16,6 +16,7 @@ from rlhfkit.config.sections import (
     LoggingSection,
     ModelSection,
     OptimSection,
+    PathStr,
     Section,
     _check_accumulation,
 )
@@ -97,7 +98,7 @@ class KLSection(Section):
 class RewardSourceSection(Section):
     """Where PPO's scalar score comes from."""
 
-    model_paths: list[str] = Field(
+    model_paths: list[PathStr] = Field(
         default_factory=list,
         description="Reward-model checkpoints; several form an ensemble. Empty: the RM stage's output in `rlhfkit run`.",
     )
@@ -146,8 +147,8 @@ class RewardRefreshSection(Section):
                     "None: no preference); 'file': write the pairs to label, stop, and continue with --resume.",
     )
     replay_pairs: int = Field(768, ge=0, description="Old pairs (original RM data, earlier rounds) mixed into each fine-tune so the RM does not forget.")
-    old_data: str | None = Field(None, description="The reward model's original training pairs (JSONL); `rlhfkit run` fills it in.")
-    eval_data: str | None = Field(None, description="Held-out pairs to report the refreshed RM's accuracy on; `rlhfkit run` fills it in.")
+    old_data: PathStr | None = Field(None, description="The reward model's original training pairs (JSONL); `rlhfkit run` fills it in.")
+    eval_data: PathStr | None = Field(None, description="Held-out pairs to report the refreshed RM's accuracy on; `rlhfkit run` fills it in.")
     optim: OptimSection = Field(
         default_factory=lambda: OptimSection(learning_rate=3e-4, epochs=1, batch_size=32, lr_scheduler="linear", warmup_ratio=0.0),
         description="Fine-tuning of each reward model on new + replayed pairs.",
@@ -255,8 +256,9 @@ Stage = Literal["sft", "rm", "ppo"]
 class RunConfig(Section):
     """A whole RLHF run: SFT → reward model → PPO, then evaluation and a report."""
 
-    output_dir: str = Field("runs/{timestamp}", description="Run directory; `{timestamp}` is filled in at start.")
-    seed: int = Field(42, description="Seed for Python, NumPy and torch (per process: seed + rank·100003).")
+    output_dir: PathStr = Field("runs/{timestamp}", description="Run directory; `{timestamp}` is filled in at start.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for Python, NumPy and torch (per process: seed + rank·100003); "
+                      "0 to 2^32 − 1, the range NumPy accepts.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
     stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")

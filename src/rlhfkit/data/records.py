@@ -47,7 +47,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -341,3 +341,20 @@ def split_holdout(records: Sequence[T], eval_fraction: float, seed: int) -> tupl
     held = set(order[:n_eval])
     train = [r for i, r in enumerate(records) if i not in held]
     return train, [records[i] for i in sorted(held)]
+
+
+def record_key(record: Any) -> str:
+    """What makes two records the same example: every field but a preference's margin."""
+    fields = {k: v for k, v in asdict(record).items() if k != "margin"}
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False)
+
+
+def drop_leaked(train: Sequence[T], held_out: Sequence[T]) -> tuple[list[T], int]:
+    """Held-out records that do not also occur in `train`, and how many did.
+
+    A duplicated record that falls on both sides of a train/held-out split is graded on an example
+    the model trained on, which inflates held-out figures (RM accuracy, SFT loss). The training side
+    keeps its duplicates (they may be intended weighting); the held-out side loses the copies."""
+    seen = {record_key(r) for r in train}
+    kept = [r for r in held_out if record_key(r) not in seen]
+    return kept, len(held_out) - len(kept)

@@ -5,6 +5,13 @@ tokenized separately with ``add_special_tokens=False``, and their ids are concat
 The prompt/response boundary is then exact, and the prompt ids are the same ones PPO
 generates from. The price is that a token merge across the boundary is never formed.
 
+**Special tokens in the data are text.** A record whose response contains the characters
+``<|endoftext|>`` must not plant a real EOS (or pad) id: user text is tokenized with
+``split_special_tokens=True``, so those characters become ordinary tokens. The one exception
+is chat text rendered by the tokenizer's own chat template, whose markers (``<|im_start|>``…)
+must stay special; a chat message that itself contains one of the tokenizer's special tokens
+is refused (`DataError`), since it cannot be kept as plain text inside the template.
+
 **EOS.** ``tokenizer.eos_token_id`` is appended to every response: SFT targets and both
 preference responses. The SFT model learns to stop, and the reward model reads its score
 at the EOS, the last non-pad token (N+ details 2 and 11). PAD must differ from EOS
@@ -49,7 +56,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rlhfkit.data.records import InstructionExample, PreferenceExample, PromptExample
+from rlhfkit.data.records import DataError, InstructionExample, PreferenceExample, PromptExample
 from rlhfkit.data.templates import render_chat_response, render_prompt
 
 if TYPE_CHECKING:
@@ -97,8 +104,32 @@ def _check_length(name: str, value: int) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return tokenizer.encode(text, add_special_tokens=False)
+def _templated(tokenizer: PreTrainedTokenizerBase, example) -> bool:
+    """True when the example's text comes from the tokenizer's chat template (its markers are special)."""
+    return getattr(example, "messages", None) is not None and bool(tokenizer.chat_template)
+
+
+def _refuse_special_text(tokenizer: PreTrainedTokenizerBase, example, index: int) -> None:
+    """A chat message holding a special token's text cannot stay plain text inside a chat template."""
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    for i, message in enumerate(example.messages):
+        found = next((t for t in specials if t in message["content"]), None)
+        if found is not None:
+            raise DataError(f"record {index + 1}", 0, None,
+                            f"messages[{i}].content contains the special token {found!r} as text; rendered through the "
+                            "chat template it would act as a real one: remove it from the data")
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, templated: bool = False) -> list[int]:
+    """Token ids of `text`; special-token text in user data stays text unless a chat template wrote it."""
+    return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not templated)
+
+
+def _encode_example_text(tokenizer, example, index: int, text: str) -> list[int]:
+    templated = _templated(tokenizer, example)
+    if templated:
+        _refuse_special_text(tokenizer, example, index)
+    return _encode(tokenizer, text, templated)
 
 
 def _fit(prompt: list[int], responses: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]], bool]:
@@ -124,10 +155,10 @@ def tokenize_sft(
     eos = _eos_id(tokenizer)
     stats = stats if stats is not None else TruncationStats()
     out = []
-    for example in examples:
+    for index, example in enumerate(examples):
         stats.total += 1
-        prompt = _encode(tokenizer, render_prompt(tokenizer, example))
-        response = _encode(tokenizer, render_chat_response(tokenizer, example)) + [eos]
+        prompt = _encode_example_text(tokenizer, example, index, render_prompt(tokenizer, example))
+        response = _encode_example_text(tokenizer, example, index, render_chat_response(tokenizer, example)) + [eos]
         prompt, (response,), cut = _fit(prompt, [response], max_length)
         if not response:
             stats.dropped += 1
@@ -188,9 +219,9 @@ def tokenize_prompts(
     _check_length("max_prompt_length", max_prompt_length)
     stats = stats if stats is not None else TruncationStats()
     out = []
-    for example in examples:
+    for index, example in enumerate(examples):
         stats.total += 1
-        ids = _encode(tokenizer, render_prompt(tokenizer, example))
+        ids = _encode_example_text(tokenizer, example, index, render_prompt(tokenizer, example))
         if not ids:
             stats.dropped += 1
             continue

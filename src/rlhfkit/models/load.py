@@ -6,6 +6,10 @@ Invariants enforced here rather than hoped for:
 - Dropout is off in every model we train with RL (N+ detail 6), so the PPO ratio is exactly 1
   on the first mini-batch. `disable_dropout` is applied by the PPO stage to all four models.
 - `trust_remote_code` is passed through only when the config turns it on.
+- Weights are read from safetensors only (a pickle-only `pytorch_model.bin` is refused, not
+  unpickled), and must match the config: a missing or unexpected trunk weight is a
+  ModelLoadError naming the directory and a few keys, never a model that is silently
+  re-initialised at random. The one expected gap is a reward model's fresh score head (said once).
 """
 
 from __future__ import annotations
@@ -48,10 +52,56 @@ class ModelLoadError(ValueError):
     """A model or tokenizer could not be loaded; the message names the path."""
 
 
+HEAD_NAMES = ("score", "classifier", "lm_head")  # task heads: present in one model class, absent in another
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json")
+
+
 def _require_path(section: ModelSection, where: str) -> str:
     if not section.name_or_path:
         raise ModelLoadError(f"{where}.name_or_path is empty: give a Hugging Face model name or local path")
     return section.name_or_path
+
+
+def _weights_files(path: str) -> str:
+    """The weights files of a local model directory, for error messages."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return path
+    names = sorted(p.name for p in directory.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+    return ", ".join(str(directory / n) for n in names[:3]) if names else f"{path} (no weights file in it)"
+
+
+def _from_pretrained(auto_class, path: str, where: str, kind: str, **kwargs):
+    """`auto_class.from_pretrained(path, use_safetensors=True, output_loading_info=True)`, any
+    failure as one ModelLoadError line naming the weights file(s)."""
+    try:
+        return auto_class.from_pretrained(path, use_safetensors=True, output_loading_info=True, **kwargs)
+    except Exception as err:  # noqa: BLE001 - SafetensorError, RuntimeError (shapes), OSError, ValueError...
+        text = _first_line(err)
+        directory = Path(path)
+        if directory.is_dir() and not any(directory.glob("*.safetensors")) and any(directory.glob("*.bin")):
+            text = ("only pickle weights (pytorch_model.bin) found; rlhfkit loads safetensors only, never unpickles: "
+                    "convert it with save_pretrained(..., safe_serialization=True)")
+        elif "ignore_mismatched_sizes" in text or "size mismatch" in text:
+            text = "weight shapes do not match its config.json"
+        raise ModelLoadError(f"{where}: cannot load {kind} from {_weights_files(path)}: {text}") from None
+
+
+def _check_loading_info(info: dict, path: str, where: str, expected_missing: str | None = None) -> None:
+    """ModelLoadError when weights were missing from the checkpoint or not used by the model.
+
+    transformers only warns (and rlhfkit mutes its warnings): a config.json describing another
+    architecture than the weights would otherwise train a randomly initialised model. Keys of a
+    task head (`score`, `classifier`, `lm_head`) may be left over from another model class;
+    `expected_missing` (a reward model's fresh score head) may be missing."""
+    missing = sorted(k for k in info.get("missing_keys", ()) if not (expected_missing and k.startswith(expected_missing)))
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.split(".")[0] not in HEAD_NAMES)
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    for label, keys in (("missing from", missing), ("not used by the model in", unexpected), ("of the wrong shape in", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ModelLoadError(f"{where}: the weights in {path} do not match its config.json: {len(keys)} weights "
+                                 f"{label} the checkpoint ({shown}); the model would start from random values there")
 
 
 def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:
@@ -96,12 +146,9 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTr
 def load_causal_lm(section: ModelSection, tokenizer: PreTrainedTokenizerBase, where: str) -> PreTrainedModel:
     """A causal LM (policy, reference, SFT model) in the section's dtype."""
     path = _require_path(section, where)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{where}: cannot load causal LM from {path!r}: {_first_line(err)}") from None
+    model, info = _from_pretrained(AutoModelForCausalLM, path, where, "causal LM",
+                                   dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code)
+    _check_loading_info(info, path, where)
     return _finish(model, tokenizer)
 
 
@@ -112,22 +159,36 @@ def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase,
     checkpoint has no trained score head, i.e. when we start from an SFT/base causal LM.
     """
     path = _require_path(section, where)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code,
-            output_loading_info=True,
-        )
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{where}: cannot load reward model from {path!r}: {_first_line(err)}") from None
-    model, info = model
+    model, info = _from_pretrained(AutoModelForSequenceClassification, path, where, "reward model", num_labels=1,
+                                   dtype=resolve_dtype(section.dtype), trust_remote_code=section.trust_remote_code)
     head = _score_head(model)
-    fresh = any(k.startswith(_head_prefix(model, head)) for k in info.get("missing_keys", []))
+    prefix = _head_prefix(model, head)
+    _check_loading_info(info, path, where, expected_missing=prefix)
+    fresh = any(k.startswith(prefix) for k in info.get("missing_keys", []))
+    if fresh:
+        _say_fresh_head(where, path)
     if fresh and isinstance(head, nn.Linear):
         with torch.no_grad():
             head.weight.normal_(0.0, 1.0 / (head.in_features + 1) ** 0.5)
             if head.bias is not None:
                 head.bias.zero_()
     return _finish(model, tokenizer)
+
+
+_announced: set[tuple[str, str]] = set()
+
+
+def _say_fresh_head(where: str, path: str) -> None:
+    """Once per (role, checkpoint): a causal LM loaded as a reward model gets a new score head."""
+    if (where, path) in _announced:
+        return
+    _announced.add((where, path))
+    from rich.markup import escape
+
+    from rlhfkit.training.progress import console
+
+    console.print(f"\\[{escape(where)}] {escape(path)} has no score head yet: a fresh one is initialised (expected "
+                  "when a reward model or critic starts from a language model)", highlight=False, soft_wrap=True)
 
 
 def _score_head(model: PreTrainedModel) -> nn.Module | None:
@@ -166,9 +227,9 @@ def save_pretrained_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenize
 
     A crash mid-write leaves only `<final>.tmp-*`, never a directory that looks complete.
     """
-    from rlhfkit.training.checkpoint import atomic_directory
+    from rlhfkit.training.checkpoint import atomic_directory, tensor_bytes
 
-    with atomic_directory(final_dir) as tmp:
+    with atomic_directory(final_dir, expected_bytes=tensor_bytes(model)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return final_dir

@@ -565,6 +565,8 @@ def report_command(run_dir: Path) -> Path:
 
     A run_dir that does not exist raises ConfigError (the CLI turns it into one red line, exit 2).
     """
+    from rich.markup import escape as rich_escape
+
     from rlhfkit.config.load import ConfigError
     from rlhfkit.training.progress import console
 
@@ -574,7 +576,7 @@ def report_command(run_dir: Path) -> Path:
     if not any((run_dir / name).exists() for name in ("summary.json", "config.yaml", *STAGES, "eval")):
         raise ConfigError(f"{run_dir} does not look like an rlhfkit run directory (no summary.json, config.yaml or stage folders)")
     path = write_report(run_dir)
-    console.print(f"report: [bold]{path}[/]", highlight=False, soft_wrap=True)
+    console.print(f"report: [bold]{rich_escape(str(path))}[/]", highlight=False, soft_wrap=True)
     return path
 
 

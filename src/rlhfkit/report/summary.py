@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from rlhfkit.stages.common import StageOutput
@@ -21,7 +22,7 @@ def print_stage_summary(stage: str, output: StageOutput) -> None:
     for key, value in sorted(output.metrics.items()):
         table.add_row(key, _fmt(value))
     console.print(table)
-    console.print(f"checkpoint: [bold]{output.checkpoint}[/]")
+    console.print(f"checkpoint: [bold]{escape(str(output.checkpoint))}[/]", highlight=False, soft_wrap=True)
 
 
 def _get(data: dict, *keys: str) -> object:
@@ -66,4 +67,5 @@ def print_run_summary(summary: dict) -> None:
     for stage, seconds in (summary.get("wall_time") or {}).items():
         table.add_row(f"wall time: {stage}", f"{seconds:.0f} s")
     console.print(table)
-    console.print(f"run directory: [bold]{summary.get('run_dir')}[/]   report: [bold]{summary.get('report')}[/]")
+    console.print(f"run directory: [bold]{escape(str(summary.get('run_dir')))}[/]   "
+                  f"report: [bold]{escape(str(summary.get('report')))}[/]", highlight=False, soft_wrap=True)

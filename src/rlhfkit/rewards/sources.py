@@ -20,6 +20,8 @@ scores so it can be logged every iteration.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -163,12 +165,21 @@ class RewardModelEnsemble:
 
 
 def import_function(spec: str, key: str) -> Callable:
-    """`package.module:function` -> the function; ConfigError naming the config `key` when it cannot be imported."""
+    """`package.module:function` -> the function; ConfigError naming the config `key` when it cannot be imported.
+
+    The working directory is searched after everything else on the import path (`python -m` puts it
+    first, the `rlhfkit` console script not at all): a `my_reward.py` next to the config is found,
+    but cannot shadow an installed package. A SIGINT/SIGTERM during the import is no import error:
+    TrainingInterrupted is a BaseException and passes through."""
     module_name, _, attr = spec.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # ImportError, but also a SyntaxError or a crash in the user's module
-        raise ConfigError(f"{key}: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
+        raise ConfigError(f"{key}: cannot import module {module_name!r} (searched the working directory {cwd} "
+                          f"and the Python path): {type(err).__name__}: {err}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"{key}: {module_name!r} has no callable {attr!r}")

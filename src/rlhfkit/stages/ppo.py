@@ -281,7 +281,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
                        else _reward_models(ppo.reward.model_paths, ppo, s))
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     s.checkpointer = Checkpointer(
-        stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(ppo, cfg.seed),
+        stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),
         models={"policy": policy, "value_head" if ppo.value_head == "shared" else "value_model": critic},
         optimizer=optimizer, scheduler=scheduler, generators={"update": s.generator, "prompts": sampler.generator},
         stateful={"prompts": sampler, "kl_controller": s.kl_ctl, "monitor": s.monitor, "early_stopping": s.stopper,

@@ -24,7 +24,7 @@ from rlhfkit.data.records import PreferenceExample
 from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
 from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic
 from rlhfkit.models.scoring import sequence_scores
-from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out
+from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
@@ -97,6 +97,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     stats = TruncationStats()
     train_data = tokenize_preferences(train_records, tokenizer, max_length, stats)
     eval_data = tokenize_preferences(eval_records, tokenizer, max_length, TruncationStats())
+    require_examples(train_data, stats, rm.data.path, "rm", max_length, "pairs")
     collate = PreferenceCollator(tokenizer.pad_token_id)
     bs = rm.optim.batch_size
     eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]
@@ -124,7 +125,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer,
             seed=cfg.seed, description="Reward model", stage_dir=stage_dir, checkpoint=rm.checkpoint,
-            fingerprint=fingerprint(rm, cfg.seed), resume=resume,
+            fingerprint=fingerprint(cfg, rm, stage_dir), resume=resume,
         )
 
         # 6. Normalisation statistics on a reference set, stored with the checkpoint.

@@ -21,7 +21,7 @@ from rlhfkit.algos.losses import sft_loss
 from rlhfkit.config.stages import RunConfig, SFTConfig
 from rlhfkit.data.records import InstructionExample
 from rlhfkit.data.tokenize import SFTCollator, TruncationStats, pack_sft, tokenize_sft
-from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out
+from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
 from rlhfkit.models.load import check_model_source, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
@@ -71,6 +71,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     stats = TruncationStats()
     train_data = tokenize_sft(train_records, tokenizer, max_length, stats)
     eval_data = tokenize_sft(eval_records, tokenizer, max_length, TruncationStats())
+    require_examples(train_data, stats, sft.data.path, "sft", max_length, "examples")
     if sft.packing:
         train_data = pack_sft(train_data, max_length)
     collate = SFTCollator(tokenizer.pad_token_id)
@@ -97,7 +98,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=sft.optim, logging=sft.logging, writer=writer,
             seed=cfg.seed, description="SFT", stage_dir=stage_dir, checkpoint=sft.checkpoint,
-            fingerprint=fingerprint(sft, cfg.seed), resume=resume,
+            fingerprint=fingerprint(cfg, sft, stage_dir), resume=resume,
         )
 
     # 6. Save an HF checkpoint atomically, then mark the stage finished.

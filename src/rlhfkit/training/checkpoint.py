@@ -10,6 +10,8 @@ described next to it.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from rlhfkit.config.load import ConfigError
 
@@ -46,9 +49,60 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class DiskFullError(OSError):
+    """A write ran out of space; the message names the directory and roughly what it needs."""
+
+
+_DISK_FULL_TEXT = ("no space left on device", "unexpected pos", "storagefull", "os error 28", "disk quota exceeded")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also as torch.save reports it (`RuntimeError: ... unexpected pos N vs M`) and
+    safetensors (`IoError(Os { code: 28, kind: StorageFull })`)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(err).lower() for text in _DISK_FULL_TEXT)
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n < 2**30 else f"{n / 2**30:.2f} GB"
+
+
+def disk_full_error(final_dir: Path, needed: int) -> DiskFullError:
+    try:
+        free = f", {_megabytes(shutil.disk_usage(final_dir.parent).free)} free there"
+    except OSError:
+        free = ""
+    return DiskFullError(errno.ENOSPC, f"no space left on device writing {final_dir} (it needs about "
+                                       f"{_megabytes(needed)}{free}); nothing half-written was kept: free some space, "
+                                       "then continue with --resume")
+
+
+def tensor_bytes(*objects: Any) -> int:
+    """Bytes of every tensor in modules / state dicts (nested), to say how much a save needs."""
+    total = 0
+    stack = list(objects)
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, torch.nn.Module):
+            stack.extend(obj.state_dict().values())
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+    return total
+
+
 @contextmanager
-def atomic_directory(final_dir: Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces `final_dir` atomically."""
+def atomic_directory(final_dir: Path, expected_bytes: int = 0) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces `final_dir` atomically. Running out of
+    space while writing raises DiskFullError (about `expected_bytes` needed) with nothing left behind."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = final_dir.with_name(f"{final_dir.name}.tmp-{os.getpid()}")
@@ -67,8 +121,11 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
         else:
             os.replace(tmp, final_dir)
         _fsync_dir(final_dir.parent)
-    except BaseException:
+    except BaseException as err:
+        written = _tree_bytes(tmp) if tmp.exists() else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and not isinstance(err, DiskFullError) and is_disk_full(err):
+            raise disk_full_error(final_dir, max(expected_bytes, written)) from None
         raise
 
 
@@ -81,10 +138,12 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
 #                                      torch, CUDA, named generators — one set per process in a
 #                                      data-parallel run), data position, KL controller,
 #                                      monitor, early stopper, fault counter, loop counters, log sizes
-#     manifest.json                    written last: every file and its size
+#     manifest.json                    written last: every file, its size and its sha256
 #
-# Loading takes the newest directory whose manifest matches the files on disk; `.tmp-*` directories
-# (a writer killed mid-save) are never read and are deleted when a run resumes.
+# Loading takes the newest directory whose manifest matches the files on disk (sizes to list them,
+# sha256 before loading one); a checkpoint whose contents do not match, or that fails to load, is
+# warned about, renamed to `step-N.corrupt`, and the previous complete one is loaded instead.
+# `.tmp-*` directories (a writer killed mid-save) are never read and are deleted when a run resumes.
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -104,13 +163,35 @@ def _step_of(path: Path) -> int | None:
     return int(name[5:])
 
 
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in 1 MiB chunks (checkpoints can be many GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_files(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> {"size", "sha256"?}; manifests written before hashes were added list sizes only."""
+    files = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+    return {name: entry if isinstance(entry, dict) else {"size": entry} for name, entry in files.items()}
+
+
 def is_complete(path: Path) -> bool:
     """True when the manifest is there and every file it lists has the listed size."""
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return all((path / name).stat().st_size == size for name, size in manifest["files"].items())
+        return all((path / name).stat().st_size == entry["size"] for name, entry in _manifest_files(path).items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+def corruption(path: Path) -> str | None:
+    """The first file of a complete checkpoint whose sha256 differs from its manifest's, or None."""
+    for name, entry in _manifest_files(path).items():
+        if "sha256" in entry and sha256_file(path / name) != entry["sha256"]:
+            return f"{name} does not match the sha256 in its manifest"
+    return None
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -183,13 +264,14 @@ class Checkpointer:
                 "logs": log_sizes(self.stage_dir, self.logs),
                 "extra": extra,
             }
-            with atomic_directory(final) as tmp:
+            needed = tensor_bytes(*self.models.values(), self.optimizer.state_dict())
+            with atomic_directory(final, expected_bytes=needed) as tmp:
                 for name, model in self.models.items():
                     save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
                 _pause_if_asked(step, tmp)
                 torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
                 (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-                files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+                files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
                 (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
             for old in list_checkpoints(self.root)[: -self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -234,44 +316,75 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ restore
     def restore(self) -> dict[str, Any] | None:
-        """Load the newest complete checkpoint into every registered object.
+        """Load the newest complete, uncorrupted checkpoint into every registered object.
 
         Returns {"step": N, **extra} (what `save` was given), or None when there is no checkpoint
-        (the stage then starts afresh: its logs are emptied so nothing is duplicated)."""
-        from safetensors.torch import load_model
-
+        (the stage then starts afresh: its logs are emptied so nothing is duplicated). A checkpoint
+        that fails its sha256 check or fails to load is warned about and the previous one is tried."""
         from rlhfkit.training.progress import console
-        from rlhfkit.training.resume import check_fingerprint, clean_stale, set_rng_state, truncate_logs
+        from rlhfkit.training.resume import clean_stale, truncate_logs
 
         if self._main:
             clean_stale(self.stage_dir, self.root)
+        self._barrier()
+        for path in reversed(list_checkpoints(self.root)):
+            # every process loads the same checkpoint: a problem any of them meets rules it out for all
+            problem = next((p for p in self._gather(self._try_load(path)) if p is not None), None)
+            if problem is None:
+                state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+                if self._main:
+                    truncate_logs(self.stage_dir, state["logs"])
+                self._barrier()
+                self.last_saved = path
+                console.print(f"\\[{self.stage}] resuming from {escape(str(path))} ({self.unit} {state['step']})",
+                              soft_wrap=True)
+                return {"step": int(state["step"]), **state["extra"]}
+            if self._main:
+                aside = path.with_name(f"{path.name}.corrupt")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(path, aside)
+                console.print(f"[yellow]warning[/] \\[{self.stage}] checkpoint {escape(str(path))} is corrupt "
+                              f"({escape(problem)}): moved to {escape(aside.name)}, trying the previous one",
+                              highlight=False, soft_wrap=True)
+            self._barrier()
+        if self._main:
+            truncate_logs(self.stage_dir, {name: 0 for name in self.logs})
+        console.print(f"\\[{self.stage}] no complete checkpoint in {escape(str(self.root))}: starting the stage afresh",
+                      soft_wrap=True)
+        return None
+
+    def _barrier(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
-        path = latest_checkpoint(self.root)
-        if path is None:
-            if self._main:
-                truncate_logs(self.stage_dir, {name: 0 for name in self.logs})
-            console.print(f"\\[{self.stage}] no complete checkpoint in {self.root}: starting the stage afresh",
-                          soft_wrap=True)
-            return None
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+
+    def _try_load(self, path: Path) -> str | None:
+        """Load checkpoint `path` into every registered object; what is wrong with it, or None.
+        A config that differs from the checkpoint's raises ConfigError (that is no corruption)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        from rlhfkit.training.resume import check_fingerprint, set_rng_state
+
+        if (problem := corruption(path)) is not None:
+            return problem
+        try:
+            state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return f"{STATE_FILE}: {err}"
         check_fingerprint(state["config"], self.fingerprint, self.stage, path)
-        for name, model in self.models.items():
-            load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
-        self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
-        self.scheduler.load_state_dict(state["scheduler"])
-        for name, obj in self.stateful.items():
-            obj.load_state_dict(state["state"][name])
         rank, world = (0, 1) if self.accelerator is None else (self.accelerator.process_index, self.accelerator.num_processes)
-        per_process = state.get("rng_per_process", [state["rng"]])
-        if len(per_process) != world:
+        per_process = state.get("rng_per_process", [state.get("rng")])
+        if len(per_process) != world:  # not corruption: the launch differs from the one that wrote it
             raise ConfigError(f"{path} was written by {len(per_process)} process(es); resume it with the same number "
                               f"(this launch has {world})")
-        set_rng_state(per_process[rank], self.generators)
-        if self._main:
-            truncate_logs(self.stage_dir, state["logs"])
-        if self.accelerator is not None:
-            self.accelerator.wait_for_everyone()
-        self.last_saved = path
-        console.print(f"\\[{self.stage}] resuming from {path} ({self.unit} {state['step']})", soft_wrap=True)
-        return {"step": int(state["step"]), **state["extra"]}
+        try:
+            for name, model in self.models.items():
+                load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
+            self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+            self.scheduler.load_state_dict(state["scheduler"])
+            for name, obj in self.stateful.items():
+                obj.load_state_dict(state["state"][name])
+            set_rng_state(per_process[rank], self.generators)
+        except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return None

@@ -27,6 +27,8 @@ from rich.markup import escape
 from rlhfkit.training.progress import console
 
 INJECT_ENV = "RLHFKIT_INJECT_NAN"
+# The tensors the stages check (training/loop.py, stages/ppo.py); a name outside these would never fire.
+INJECTABLE = ("loss", "grad_norm", "logprobs", "ref_logprobs", "values", "scores", "rewards")
 
 
 class NumericalFault(RuntimeError):
@@ -34,16 +36,22 @@ class NumericalFault(RuntimeError):
 
 
 def parse_injections(spec: str) -> dict[str, set[int]]:
-    """`"loss@3,4;rewards@2"` -> {"loss": {3, 4}, "rewards": {2}} (ValueError on a malformed spec)."""
+    """`"loss@3,4;rewards@2"` -> {"loss": {3, 4}, "rewards": {2}}.
+
+    A malformed spec (no `@`, no steps, a step that is not a positive integer, a tensor no stage
+    checks) is a ConfigError, raised by the CLI before any work."""
+    from rlhfkit.config.load import ConfigError
+
+    usage = f"expected TENSOR@STEP[,STEP...][;...] with TENSOR one of {', '.join(INJECTABLE)}, e.g. loss@3,4"
     out: dict[str, set[int]] = {}
     for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, sep, steps = part.partition("@")
-        if not sep or not name.strip():
-            raise ValueError(f"{INJECT_ENV}={spec!r}: expected TENSOR@STEP[,STEP...][;...], e.g. loss@3,4")
-        try:
-            out.setdefault(name.strip(), set()).update(int(s) for s in steps.split(",") if s.strip())
-        except ValueError:
-            raise ValueError(f"{INJECT_ENV}={spec!r}: steps must be integers") from None
+        name, sep, steps = (x.strip() for x in part.partition("@"))
+        if not sep or name not in INJECTABLE:
+            raise ConfigError(f"{INJECT_ENV}={spec!r}: {part!r}: {usage}")
+        numbers = [s.strip() for s in steps.split(",") if s.strip()]
+        if not numbers or not all(n.isdigit() and int(n) > 0 for n in numbers):
+            raise ConfigError(f"{INJECT_ENV}={spec!r}: {part!r}: steps must be positive integers; {usage}")
+        out.setdefault(name, set()).update(int(n) for n in numbers)
     return out
 
 

@@ -8,8 +8,8 @@ to the checkpoint, a config check, and the marker that says a stage is finished.
   what was already trained on.
 - `truncate_logs()`: metrics.jsonl and samples.jsonl are append-only; on resume they are cut back
   to their size when the checkpoint was written, so no line is duplicated.
-- `check_fingerprint()`: a checkpoint is only resumed with the config that wrote it (logging and
-  checkpoint settings may change).
+- `fingerprint()` / `check_fingerprint()`: a checkpoint is only resumed with the config that wrote
+  it (logging and checkpoint settings may change) and the same data files (sha256).
 - `finished_stage()` / `mark_finished()`: `STAGE/done.json` is written after a stage's final
   model, atomically; `--resume` skips a stage that has it and gets its output back from it.
 - `clean_stale()`: `*.tmp-<pid>` / `*.old-<pid>` directories left by a killed writer are deleted.
@@ -134,19 +134,58 @@ def truncate_logs(stage_dir: Path, sizes: Mapping[str, int]) -> None:
 # ------------------------------------------------------------------ config fingerprint
 
 IGNORED_SECTIONS = ("logging", "checkpoint")
+RUN_DIR_TOKEN = "{run_dir}"  # paths inside the run directory are stored relative to it: a moved run resumes
 
 
-def fingerprint(section: Any, seed: int) -> dict[str, Any]:
-    """The config a checkpoint must be resumed with: the stage section (less logging and
-    checkpoint settings) and the seed."""
+def _portable(value: Any, run_dir: str) -> Any:
+    """`value` with every string path inside `run_dir` written as `{run_dir}/rel/path`."""
+    if isinstance(value, dict):
+        return {k: _portable(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, run_dir) for v in value]
+    if isinstance(value, str) and value and ("/" in value or os.sep in value):
+        real = os.path.realpath(value)
+        if real == run_dir or real.startswith(run_dir + os.sep):
+            return os.path.join(RUN_DIR_TOKEN, os.path.relpath(real, run_dir))
+    return value
+
+
+def _data_files(data: Any, prefix: str) -> dict[str, str]:
+    """dotted key -> sha256 of every string value naming an existing file (the data a stage reads)."""
+    from rlhfkit.training.checkpoint import sha256_file
+
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(_data_files(value, f"{prefix}.{key}"))
+        return out
+    if isinstance(data, list):
+        return {k: v for i, item in enumerate(data) for k, v in _data_files(item, f"{prefix}[{i}]").items()}
+    if isinstance(data, str) and data and os.path.isfile(data):
+        return {prefix: sha256_file(Path(data))}
+    return {}
+
+
+def fingerprint(cfg: Any, section: Any, stage_dir: Path) -> dict[str, Any]:
+    """Everything a stage's result depends on, which a checkpoint must be resumed with: the stage
+    section (less logging and checkpoint settings), seed, device, mixed precision, the bundled
+    task's section, and the sha256 of every data file the section names. Paths inside the run
+    directory are stored relative to it."""
+    name = next(n for n in ("sft", "rm", "ppo") if getattr(cfg, n) is section)
     data = section.model_dump(mode="json")
     for key in IGNORED_SECTIONS:
         data.pop(key, None)
-    return {"seed": seed, **data}
+    run_dir = os.path.realpath(Path(stage_dir).parent)
+    return {
+        "seed": cfg.seed, "device": cfg.device, "mixed_precision": cfg.mixed_precision,
+        "task": cfg.task.model_dump(mode="json") if cfg.task is not None else None,
+        name: _portable(data, run_dir),
+        "sha256": _data_files(data, name),
+    }
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
+    if isinstance(data, dict) and data:
         out: dict[str, Any] = {}
         for key, value in data.items():
             out.update(_flatten(value, f"{prefix}{key}."))
@@ -162,13 +201,18 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], stage: str, where: Path) -> None:
-    """ConfigError naming the first key whose value differs from the checkpoint's."""
+    """ConfigError naming the first key (or data file) that differs from the checkpoint's."""
     a, b = _flatten(dict(saved)), _flatten(dict(current))
     for key in sorted(set(a) | set(b)):
-        if not _same(a.get(key), b.get(key)):
-            name = key if key == "seed" else f"{stage}.{key}"
-            raise ConfigError(f"{where}: was written with {name}={a.get(key)!r}, the config now says {b.get(key)!r}; "
-                              "resume with the same config, or start a new run")
+        if _same(a.get(key), b.get(key)):
+            continue
+        if key.startswith("sha256."):
+            file_key = key.removeprefix("sha256.")
+            raise ConfigError(f"{where}: the data file {file_key} ({b.get(file_key, a.get(file_key))}) changed since this "
+                              "checkpoint was written (its sha256 differs); resume with the data it was trained on, or "
+                              "start a new run")
+        raise ConfigError(f"{where}: was written with {key}={a.get(key)!r}, the config now says {b.get(key)!r}; "
+                          "resume with the same config, or start a new run")
 
 
 # ------------------------------------------------------------------ finished stages and leftovers
@@ -211,7 +255,9 @@ def finished_stage(stage_dir: Path, resume: bool) -> StageOutput | None:
     if done is not None:
         from rlhfkit.training.progress import console
 
-        console.print(f"\\[{Path(stage_dir).name}] finished before: using {done.checkpoint}", soft_wrap=True)
+        from rich.markup import escape
+
+        console.print(f"\\[{Path(stage_dir).name}] finished before: using {escape(str(done.checkpoint))}", soft_wrap=True)
     return done
 
 

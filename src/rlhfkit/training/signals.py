@@ -27,8 +27,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requested: int | None = None
 
 
-class TrainingInterrupted(Exception):
-    """A stage stopped on SIGINT/SIGTERM; `checkpoint` is what it saved (None: stopped at once)."""
+class TrainingInterrupted(BaseException):
+    """A stage stopped on SIGINT/SIGTERM; `checkpoint` is what it saved (None: stopped at once).
+
+    A BaseException, like KeyboardInterrupt: the second signal can arrive anywhere, including in
+    user code run under `except Exception` (a reward callable, an imported module), and must still
+    reach the CLI, which exits 130/143."""
 
     def __init__(self, signum: int, message: str, checkpoint: Path | None = None):
         super().__init__(message)

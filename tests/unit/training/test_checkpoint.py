@@ -49,7 +49,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.counter = Counter()
         self.ckpt = Checkpointer(
-            stage_dir, CheckpointSection(**cfg), stage="test", fingerprint={"seed": seed, "lr": 1e-2},
+            stage_dir, CheckpointSection(**cfg), stage="test", fingerprint={"seed": seed, "test": {"lr": 1e-2}},
             models={"model": self.model}, optimizer=self.optimizer, scheduler=self.scheduler,
             generators={"g": self.generator}, stateful={"counter": self.counter, "absent": None},
         )
@@ -156,7 +156,7 @@ def test_optimizer_state_is_never_unpickled(tmp_path):
 def test_a_different_config_is_refused(tmp_path):
     t = Trainer(tmp_path)
     t.ckpt.save(1, {})
-    t.ckpt.fingerprint = {"seed": 0, "lr": 5e-3}
+    t.ckpt.fingerprint = {"seed": 0, "test": {"lr": 5e-3}}
     with pytest.raises(ConfigError, match=r"test\.lr=0\.01, the config now says 0\.005"):
         t.ckpt.restore()
 

@@ -95,19 +95,23 @@ def test_clean_stale_removes_tmp_and_restores_an_orphaned_old_copy(tmp_path):
     assert len(removed) == 3
 
 
+def _fp(cfg):
+    return fingerprint(cfg, cfg.ppo, Path("runs/x/ppo"))
+
+
 def test_fingerprint_ignores_logging_and_checkpoint_settings():
     a = load_config(None, ["ppo.logging.log_every=5", "ppo.checkpoint.save_every=3"])
     b = load_config(None, ["ppo.logging.log_every=1", "ppo.checkpoint.keep_last=9"])
-    check_fingerprint(fingerprint(a.ppo, a.seed), fingerprint(b.ppo, b.seed), "ppo", Path("ckpt"))
+    check_fingerprint(_fp(a), _fp(b), "ppo", Path("ckpt"))
     c = load_config(None, ["ppo.kl.kl_coef=0.1"])
     with pytest.raises(ConfigError, match=r"ppo\.kl\.kl_coef=0\.2, the config now says 0\.1"):
-        check_fingerprint(fingerprint(a.ppo, a.seed), fingerprint(c.ppo, c.seed), "ppo", Path("ckpt"))
+        check_fingerprint(_fp(a), _fp(c), "ppo", Path("ckpt"))
     e = load_config(None, [f"ppo.policy.name_or_path={Path.cwd() / 'runs/x/sft/model'}"])
     f = load_config(None, ["ppo.policy.name_or_path=runs/x/../x/sft/model"])  # --resume given another spelling
-    check_fingerprint(fingerprint(e.ppo, e.seed), fingerprint(f.ppo, f.seed), "ppo", Path("ckpt"))
+    check_fingerprint(_fp(e), _fp(f), "ppo", Path("ckpt"))
     d = load_config(None, ["seed=1"])
     with pytest.raises(ConfigError, match=r"seed=42"):
-        check_fingerprint(fingerprint(a.ppo, a.seed), fingerprint(d.ppo, d.seed), "ppo", Path("ckpt"))
+        check_fingerprint(_fp(a), _fp(d), "ppo", Path("ckpt"))
 
 
 def test_checkpoint_section_defaults_and_validation():
