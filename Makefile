@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml Makefile
 		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[task,test]"
+	$(BIN)/pip install --quiet -e ".[task,test,label]"
+	@# tests/browser drive Debian's chromium (a browser that downloads itself cannot install here)
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 	@touch $(STAMP)
 
 run: $(STAMP)
