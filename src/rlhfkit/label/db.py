@@ -156,11 +156,13 @@ def open_project(path: Path) -> sqlite3.Connection:
     """Connect to an existing project, refusing anything else in one line."""
     if not path.is_file():
         raise StoreError(f"{path}: no such labelling project (rlhfkit label serve creates it from a source)")
-    con = connect(path)
+    con = None
     try:
+        con = connect(path)
         con.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
     except sqlite3.DatabaseError as err:
-        con.close()
+        if con is not None:
+            con.close()
         raise StoreError(f"{path}: not an rlhfkit labelling project ({err})") from None
     return con
 

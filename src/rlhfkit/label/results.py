@@ -35,12 +35,13 @@ def agreement(votes: Sequence[Vote], rate: bool, names: Sequence[str] = ()) -> d
         shared = [labels for labels in by_item.values() if first in labels and second in labels]
         pairs.append({"annotators": (first, second), "items": len(shared),
                       "kappa": cohen_kappa([s[first] for s in shared], [s[second] for s in shared])})
+    majority = agreement_with_majority(by_item)
     out: dict[str, Any] = {
         "votes": len(votes),
         "items_with_two_or_more": sum(len(labels) >= 2 for labels in by_item.values()),
         "alpha_choice": krippendorff_alpha([list(labels.values()) for labels in by_item.values()], "nominal"),
         "kappa_pairs": pairs,
-        "majority_agreement": agreement_with_majority(by_item),
+        "majority_agreement": {name: majority.get(name) for name in names},
     }
     if rate:  # one unit per (item, side): the ratings the response received on that scale
         for scale in SCALES:
