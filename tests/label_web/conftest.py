@@ -6,10 +6,17 @@ pytest's importlib mode)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -61,3 +68,59 @@ def client(project):
 def kit():
     return SimpleNamespace(ORIGIN=ORIGIN, XSS_PROMPT=XSS_PROMPT, XSS_RESPONSE=XSS_RESPONSE, make_project=make_project,
                            tokens=tokens, form_of=form_of, sample_items=sample_items)
+
+
+class Server:
+    """`rlhfkit label serve --db PATH` as a real process on 127.0.0.1 (start, kill -9, start again)."""
+
+    def __init__(self, db_path: Path, log: Path):
+        self.db_path, self.log = db_path, log
+        with socket.socket() as s:  # a free port, chosen once so a restart keeps the URLs
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rlhfkit.cli", "label", "serve", "--db", str(self.db_path), "--port", str(self.port)],
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"label server exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/favicon.ico", timeout=1).status_code == 204:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"label server did not answer within 30 s: {self.log.read_text()[-2000:]}")
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(db_path) -> a started Server; every server is stopped after the test."""
+    servers: list[Server] = []
+
+    def start(db_path: Path) -> Server:
+        server = Server(db_path, tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
