@@ -103,7 +103,8 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "data_stats.json").write_text(json.dumps(
-        {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict()}, indent=2))
+        {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict(),
+         "soft_label_pairs": sum(r.p_chosen is not None for r in train_records)}, indent=2))
 
     # 4. The Bradley–Terry objective.
     def loss_fn(model, batch):

@@ -43,3 +43,11 @@ def test_bad_soft_labels_name_file_line_field(tmp_path, extra, field, words):
     assert (err.value.line, err.value.field) == (2, field)
     assert str(err.value).startswith(f"{path}:2: field '{field}'")
     assert "\n" not in str(err.value) and all(w in str(err.value) for w in words)
+
+
+def test_collator_carries_the_soft_label_and_one_for_hard_pairs(tmp_path, tiny_tokenizer):
+    from rlhfkit.data.tokenize import PreferenceCollator, tokenize_preferences
+
+    path = write(tmp_path, {"votes": {"chosen": 3, "rejected": 1}}, {})
+    batch = PreferenceCollator(tiny_tokenizer.pad_token_id)(tokenize_preferences(read_preferences(path), tiny_tokenizer, 32))
+    assert batch["p_chosen"].tolist() == [0.75, 1.0]
