@@ -142,3 +142,12 @@ def test_admin_page_and_export(client, project, tmp_path, kit):
     records = read_preferences(out)
     assert len(records) == 6 and all(r.p_chosen == 1.0 for r in records)
     assert {json.loads(line)["origin"]["chosen"] for line in exported.text.splitlines()} == {"ppo"}
+
+
+def test_bound_to_every_interface_any_host_name_is_served(tmp_path, kit):
+    project = kit.make_project(tmp_path)
+    people, _ = kit.tokens(project)
+    with TestClient(create_app(project, bind_host="0.0.0.0"), base_url="http://labels.lan:8765") as client:
+        assert client.get(f"/a/{people['ann']}").status_code == 200
+    with TestClient(create_app(project, bind_host="127.0.0.1"), base_url="http://labels.lan:8765") as client:
+        assert client.get(f"/a/{people['ann']}").status_code == 421

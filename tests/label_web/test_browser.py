@@ -62,6 +62,7 @@ def answered(page, expected_done: int) -> None:
     from playwright.sync_api import expect
 
     expect(page.locator("#done-count")).to_have_text(str(expected_done))
+    page.wait_for_load_state("domcontentloaded")  # the next page's key handler is attached (app.js runs last)
 
 
 def test_pairs_labelled_with_mouse_and_keyboard_undo_progress_admin_and_export(tmp_path, kit, serve, page):

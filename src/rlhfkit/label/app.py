@@ -92,7 +92,9 @@ def create_app(db_path: Path, bind_host: str = "127.0.0.1") -> FastAPI:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    allowed_hosts = {bind_host, *LOCAL_NAMES}
+    # Bound to one address: only requests naming it (or localhost) are answered. Bound to every interface
+    # (0.0.0.0 / ::) the server is meant to be reached under names we cannot know, so any Host is taken.
+    allowed_hosts = None if bind_host in ("0.0.0.0", "::") else {bind_host, *LOCAL_NAMES}
     with closing(db.open_project(db_path)) as con:  # fails now, in one line, if the file is not a project
         settings = {key: db.meta(con, key) for key in ("secret", "admin_token", "rate", "guidelines", "source")}
     rate = settings["rate"] == "1"
@@ -112,7 +114,7 @@ def create_app(db_path: Path, bind_host: str = "127.0.0.1") -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         host = request.headers.get("host", "").rsplit(":", 1)[0]
-        if host not in allowed_hosts:
+        if allowed_hosts is not None and host not in allowed_hosts:
             return page("message.html", 421, title="Wrong host", message=f"this server does not answer for host {host!r}")
         if request.method == "POST":
             length = request.headers.get("content-length")

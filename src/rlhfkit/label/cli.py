@@ -103,11 +103,22 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
 ) -> None:
     """Serve a labelling project (created from --run or --file on first use); prints each person's link."""
+    from rich.markup import escape
+
+    from rlhfkit.training.progress import console
+
     try:
         path = db_path or default_db(run, file)
-        if not path.exists():
+        existing = path.exists()
+        if not existing:
             create_project(path, run, file, annotators, overlap, rate, guidelines, max_items, seed)
         print_links(path, host, port)
+        if existing:
+            console.print("  (an existing project: its items, annotators and votes are kept; creation options do not apply)",
+                          highlight=False)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"  [bold yellow]note:[/] listening on {escape(host)}: anyone who can reach it and has a link can label",
+                          highlight=False)
         from rlhfkit.label.app import create_app
     except _errors() as err:
         _fail(err)
@@ -176,4 +187,4 @@ def export(run: RunOpt = None, db_path: DbOpt = None,
         _fail(err)
         return
     soft = sum(0.0 < r["p_chosen"] < 1.0 for r in records)
-    console.print(f"wrote {len(records)} preference pairs ({soft} with a soft label, 0 < p_chosen < 1) to {out}", highlight=False)
+    console.print(f"wrote {len(records)} preference pairs ({soft} with a soft label, 0 < p_chosen < 1) to {out}", highlight=False, soft_wrap=True)

@@ -2,8 +2,9 @@
 // 1 / 2: the better response, T: tie, X: both bad, U: undo the last answer.
 (function () {
   "use strict";
+  var sent = false;  // one answer per page: a second key press while the first is on its way is ignored
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    if (sent || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     var target = event.target;
     if (target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && target.type === "text"))) return;
     var key = event.key.toLowerCase();
@@ -17,6 +18,7 @@
   // it anyway: one vote per item and annotator).
   document.querySelectorAll("form").forEach(function (form) {
     form.addEventListener("submit", function () {
+      sent = true;
       setTimeout(function () { form.querySelectorAll("button").forEach(function (b) { b.disabled = true; }); }, 0);
     });
   });
