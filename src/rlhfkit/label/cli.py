@@ -108,6 +108,8 @@ def serve(
     from rlhfkit.training.progress import console
 
     try:
+        if run is not None and file is not None:
+            raise LabelUsageError("give one source: --run RUN or --file FILE, not both")
         path = db_path or default_db(run, file)
         existing = path.exists()
         if not existing:
@@ -115,7 +117,7 @@ def serve(
         print_links(path, host, port)
         if existing:
             console.print("  (an existing project: its items, annotators and votes are kept; creation options do not apply)",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"  [bold yellow]note:[/] listening on {escape(host)}: anyone who can reach it and has a link can label",
                           highlight=False)
