@@ -43,7 +43,7 @@ CREATE TABLE annotators(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token
 CREATE TABLE assignments(
     item_id INTEGER NOT NULL REFERENCES items(id),
     annotator_id INTEGER NOT NULL REFERENCES annotators(id),
-    position INTEGER NOT NULL,             -- the order this annotator sees the items in
+    position REAL NOT NULL,                -- a random key: the order this annotator sees the items in
     flip INTEGER NOT NULL CHECK (flip IN (0, 1)),  -- 1: response b is shown on the left
     PRIMARY KEY (item_id, annotator_id)
 );
