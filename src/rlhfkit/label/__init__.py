@@ -6,4 +6,5 @@ app.py      the FastAPI app: annotator pages, admin page, export, the security c
 agreement.py  Cohen's κ, Krippendorff's α, majority agreement, Wilson / mean intervals (pure)
 results.py  votes → agreement figures, preference records, the human evaluation
 cli.py      serve / stats / export
+loop.py     `ppo.reward_refresh.labeler: web`: a refresh round's labels from its project
 """
