@@ -83,9 +83,10 @@ class Server:
 
     def start(self) -> "Server":
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rlhfkit.cli", "label", "serve", "--db", str(self.db_path), "--port", str(self.port)],
-            stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env=env)
+        with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rlhfkit.cli", "label", "serve", "--db", str(self.db_path), "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
