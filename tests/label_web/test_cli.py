@@ -46,7 +46,10 @@ def test_stats_and_export_of_a_labelled_run(tmp_path):
 def test_serve_refuses_bad_sources_in_one_line(tmp_path):
     bad = tmp_path / "pairs.jsonl"
     bad.write_text('{"prompt": "x", "chosen": " a", "rejected": " b"}\n{"prompt": "x", "chosen": " a"}\n')
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
     cases = [(["--run", str(tmp_path / "none")], "not a finished `rlhfkit run` directory"),
+             (["--file", str(prompts)], "prompts.jsonl:1: expected pairs to compare"),
              ([], "give --run RUN, --file FILE or --db PROJECT"),
              (["--file", str(bad)], "pairs.jsonl:2: field 'rejected'"),
              (["--run", str(make_run(tmp_path)), "--annotators", "a,b", "--overlap", "3"], "--overlap must be between"),

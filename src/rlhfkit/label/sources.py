@@ -68,7 +68,11 @@ def from_run(run_dir: Path, max_items: int | None = None) -> list[Item]:
 def from_file(path: Path, max_items: int | None = None) -> list[Item]:
     """A to_label.jsonl (response_a / response_b) or a preference file (chosen / rejected)."""
     rows = _jsonl_rows(path)
-    if "response_a" in rows[0][1]:
+    line, first = rows[0]
+    if "response_a" not in first and "chosen" not in first:
+        raise DataError(path, line, None, "expected pairs to compare, {prompt, response_a, response_b} or {prompt, chosen, "
+                        "rejected}; a prompts file has no responses yet (`--run RUN` compares a run's SFT and PPO responses)")
+    if "response_a" in first:
         items = [Item(i + 1, _string(row, "prompt", path, line), _string(row, "response_a", path, line, True),
                       _string(row, "response_b", path, line, True), "a", "b", line)
                  for i, (line, row) in enumerate(rows)]
