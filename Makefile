@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml Makefile
 		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[task,test]"
+	$(BIN)/pip install --quiet -e ".[task,test,label]"
+	@# tests/label_web/test_browser.py drives Debian's chromium (a browser that downloads itself cannot install here)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "note: tests/label_web/test_browser.py needs /usr/bin/chromium (as root: apt-get install -y chromium)"; \
+		fi; \
+	fi
 	@touch $(STAMP)
 
 run: $(STAMP)

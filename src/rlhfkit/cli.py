@@ -291,6 +291,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finish
         _fail(str(err))
 
 
+from rlhfkit.label.cli import app as label_app  # noqa: E402 - sub-commands, after the stage commands
+
+app.add_typer(label_app, name="label")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rlhfkit")
 

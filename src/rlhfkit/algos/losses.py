@@ -15,6 +15,10 @@ step is split into micro-batches and processes (training/ppo_update.py).
   N+ item 10), with an optional per-pair margin subtracted from the difference (Llama 2)
   and label smoothing eps as in conservative DPO: the label is flipped with probability
   eps, giving -(1 - eps) log sigma(d) - eps log sigma(-d) = -log sigma(d) + eps * d.
+  A per-pair soft target p = P(chosen preferred) (people's votes: ``rlhfkit label``) replaces
+  the hard label 1: -[p log sigma(d) + (1 - p) log sigma(-d)], the cross-entropy of the
+  Bradley-Terry probability sigma(d) against p, minimised at d = log(p / (1 - p)). Label
+  smoothing flips that label too: p' = p (1 - eps) + (1 - p) eps.
   "accuracy" uses a strict r_c > r_r, so ties count as wrong (an untrained RM with
   identical outputs scores 0, not 0.5).
 - ``reward_centering_loss``: mean((r_c + r_r)^2), the auxiliary centering term of
@@ -54,14 +58,18 @@ def pairwise_loss(
     rejected_rewards: torch.Tensor,
     margin: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Bradley-Terry loss over (B,) chosen/rejected rewards; returns (loss, stats)."""
+    """Bradley-Terry loss over (B,) chosen/rejected rewards, optionally with (B,) soft targets
+    P(chosen preferred) in [0, 1] (None: 1 for every pair); returns (loss, stats)."""
     if not 0.0 <= label_smoothing <= 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
     diff = chosen_rewards - rejected_rewards
     d = diff if margin is None else diff - margin
+    p = 1.0 if target is None else target.to(d.dtype)
+    p = p * (1.0 - 2.0 * label_smoothing) + label_smoothing  # = p (1 - eps) + (1 - p) eps
     # logsigmoid is the stable form of log(1 / (1 + exp(-d))).
-    loss = (-(1.0 - label_smoothing) * F.logsigmoid(d) - label_smoothing * F.logsigmoid(-d)).mean()
+    loss = (-p * F.logsigmoid(d) - (1.0 - p) * F.logsigmoid(-d)).mean()
     with torch.no_grad():
         stats = {
             "accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),

@@ -144,7 +144,8 @@ class RewardRefreshSection(Section):
         "task",
         description="Who labels the fresh pairs. 'task': the bundled task's annotators (`rlhfkit run`); "
                     "'module:function(prompts, responses_a, responses_b) -> list[bool | None]' (True: A preferred, "
-                    "None: no preference); 'file': write the pairs to label, stop, and continue with --resume.",
+                    "None: no preference); 'file': write the pairs to label, stop, and continue with --resume; 'web': the same, "
+                    "labelled in the browser (`rlhfkit label serve --file .../to_label.jsonl`).",
     )
     replay_pairs: int = Field(768, ge=0, description="Old pairs (original RM data, earlier rounds) mixed into each fine-tune so the RM does not forget.")
     old_data: PathStr | None = Field(None, description="The reward model's original training pairs (JSONL); `rlhfkit run` fills it in.")
@@ -156,8 +157,8 @@ class RewardRefreshSection(Section):
 
     @model_validator(mode="after")
     def _labeler(self) -> "RewardRefreshSection":
-        if self.labeler not in ("task", "file") and ":" not in self.labeler:
-            raise ValueError(f"reward_refresh.labeler must be 'task', 'file' or 'module:function', got {self.labeler!r}")
+        if self.labeler not in ("task", "file", "web") and ":" not in self.labeler:
+            raise ValueError(f"reward_refresh.labeler must be 'task', 'file', 'web' or 'module:function', got {self.labeler!r}")
         return self
 
 

@@ -23,7 +23,15 @@ How either form becomes text is described in ``rlhfkit.data.templates``.
     {"prompt": "Q: 2+2?\\nA:", "chosen": " 4", "rejected": " 5", "margin": 1.0}
 
 ``chosen`` and ``rejected`` continue ``prompt`` verbatim and must differ. ``margin`` is
-optional; when given it must be a finite number.
+optional; when given it must be a finite number. Where people disagreed, a record may say how
+much (``rlhfkit label export`` writes both), and the reward model then learns a soft
+Bradley–Terry target instead of a hard 1:
+
+    {..., "votes": {"chosen": 2, "rejected": 1, "tie": 0}, "p_chosen": 0.6667}
+
+``votes`` counts non-negative integers (``tie`` may be left out; ties count ½ each way) with
+at least one vote; ``p_chosen`` is the probability that ``chosen`` is preferred, in [0, 1].
+Given both, they must agree: p_chosen = (chosen + tie / 2) / (chosen + rejected + tie).
 
 **prompts** (PPO rollouts and evaluation): ``{"prompt": "..."}``, or the chat form
 ``{"messages": [...]}`` that stops before the assistant's reply (its last message must not
@@ -74,6 +82,7 @@ class PreferenceExample:
     chosen: str
     rejected: str
     margin: float | None = None
+    p_chosen: float | None = None  # soft label: P(chosen preferred); None = a hard label (1)
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,32 @@ def _margin(obj: dict) -> float | None:
     return margin
 
 
+def _soft_label(obj: dict) -> float | None:
+    """``p_chosen`` from ``votes`` and/or ``p_chosen`` (None when neither is given)."""
+    from_votes = None
+    if obj.get("votes") is not None:
+        votes = obj["votes"]
+        if not isinstance(votes, dict):
+            raise _FieldError("votes", f"must be an object like {{\"chosen\": 2, \"rejected\": 1, \"tie\": 0}}, got {_json_type(votes)}")
+        for key, count in votes.items():
+            if key not in ("chosen", "rejected", "tie"):
+                raise _FieldError(f"votes.{key}", "unknown key (expected 'chosen', 'rejected', 'tie')")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise _FieldError(f"votes.{key}", f"must be a non-negative integer, got {json.dumps(count)[:40]}")
+        chosen, rejected, tie = (votes.get(key, 0) for key in ("chosen", "rejected", "tie"))
+        if chosen + rejected + tie == 0:
+            raise _FieldError("votes", "counts no vote at all")
+        from_votes = (chosen + 0.5 * tie) / (chosen + rejected + tie)
+    value = obj.get("p_chosen")
+    if value is None:
+        return from_votes
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise _FieldError("p_chosen", f"must be a probability in [0, 1], got {json.dumps(value)[:40]}")
+    if from_votes is not None and abs(from_votes - value) > 1e-4:
+        raise _FieldError("p_chosen", f"{value} disagrees with votes, which give {from_votes:.4f}")
+    return float(value)
+
+
 def _messages(obj: dict, ends_with_response: bool) -> list[dict]:
     value = obj["messages"]
     if not isinstance(value, list) or not value:
@@ -203,7 +238,7 @@ def _preference(obj: dict) -> PreferenceExample:
     prompt, chosen, rejected = _text(obj, "prompt"), _text(obj, "chosen"), _text(obj, "rejected")
     if chosen == rejected:
         raise _FieldError("rejected", "identical to 'chosen' (the pair carries no preference)")
-    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, margin=_margin(obj))
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, margin=_margin(obj), p_chosen=_soft_label(obj))
 
 
 def _prompt(obj: dict) -> PromptExample:

@@ -188,7 +188,7 @@ def tokenize_preferences(
     max_length: int,
     stats: TruncationStats | None = None,
 ) -> list[dict]:
-    """``{"chosen_input_ids", "rejected_input_ids", "margin"}`` per pair; prompt + response + EOS."""
+    """``{"chosen_input_ids", "rejected_input_ids", "margin", "p_chosen"}`` per pair; prompt + response + EOS."""
     _check_length("max_length", max_length)
     eos = _eos_id(tokenizer)
     stats = stats if stats is not None else TruncationStats()
@@ -204,7 +204,8 @@ def tokenize_preferences(
             continue
         stats.truncated += cut
         out.append(
-            {"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, "margin": example.margin}
+            {"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, "margin": example.margin,
+             "p_chosen": example.p_chosen}
         )
     return out
 
@@ -276,7 +277,8 @@ class PreferenceCollator:
     """Right-pads chosen and rejected to one common width, so they can be stacked into one forward.
 
     The reward is read at the last non-pad token of each row (``attention_mask.sum(-1) - 1``).
-    ``margin`` is a float tensor (B,) with 0.0 where a pair has none.
+    ``margin`` is a float tensor (B,) with 0.0 where a pair has none; ``p_chosen`` (B,) the soft
+    label, 1.0 (chosen is preferred, a hard label) where a pair has none.
     """
 
     pad_token_id: int
@@ -286,12 +288,14 @@ class PreferenceCollator:
         rejected = [example["rejected_input_ids"] for example in batch]
         width = _width(chosen + rejected)
         margins = [0.0 if example["margin"] is None else float(example["margin"]) for example in batch]
+        targets = [1.0 if example.get("p_chosen") is None else float(example["p_chosen"]) for example in batch]
         return {
             "chosen_input_ids": _pad(chosen, self.pad_token_id, width),  # (B, T)
             "chosen_attention_mask": _mask(chosen, width),  # (B, T)
             "rejected_input_ids": _pad(rejected, self.pad_token_id, width),  # (B, T)
             "rejected_attention_mask": _mask(rejected, width),  # (B, T)
             "margin": torch.tensor(margins, dtype=torch.float32),  # (B,)
+            "p_chosen": torch.tensor(targets, dtype=torch.float32),  # (B,)
         }
 
 

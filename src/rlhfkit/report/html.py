@@ -1,6 +1,7 @@
 """`report.html`: one self-contained page per run, to look at instead of reading the logs.
 
-    write_report(run_dir)   reads RUN/summary.json, RUN/*/metrics.jsonl, RUN/eval/*, RUN/config.yaml
+    write_report(run_dir)   reads RUN/summary.json, RUN/*/metrics.jsonl, RUN/eval/*, RUN/config.yaml,
+                            RUN/label/labels.sqlite (people's votes, when there are any: report/human.py)
                             writes RUN/report.html and PNGs in RUN/plots/, returns the html path
     report_command(run_dir) the same for `rlhfkit report RUN_DIR`: prints the path
 
@@ -19,7 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.report import plots
+from rlhfkit.report import human, plots
 from rlhfkit.report.plots import events, series, to_float
 
 REPORT_FILE = "report.html"
@@ -541,6 +542,8 @@ def write_report(run_dir: Path) -> Path:
         ("eval", "Evaluation: SFT vs PPO on held-out prompts", lambda: _evaluation(run)),
         ("samples", "Latest PPO samples", lambda: _latest_samples(run)),
     ]
+    if human.has_labels(run_dir):  # people labelled SFT vs PPO with `rlhfkit label serve --run`
+        sections.insert(6, ("human", "Human evaluation: SFT vs PPO", lambda: human.human_evaluation_section(run_dir)))
     body = [f'<h2 id="{key}">{escape(title)}</h2>{_guarded(run, key, build)}' for key, title, build in sections]
     # Warnings last-but-one: it also lists problems met while building the sections above.
     body.append(f'<h2 id="warnings">Warnings</h2>{_guarded(run, "warnings", lambda: _warnings(run))}')

@@ -16,7 +16,9 @@ Every `ppo.reward_refresh.every` iterations:
 
 With `labeler: file` step 2 is a person: the pairs go to round-K/to_label.jsonl with
 "preferred": "?", training checkpoints and stops (exit code 4); once every "?" is "a", "b" or
-"tie", `--resume` reads the labels and goes on.
+"tie", `--resume` reads the labels and goes on. `labeler: web` stops the same way; the person labels
+the pairs in the browser (`rlhfkit label serve --file round-K/to_label.jsonl`) and `--resume` reads
+the majority of the votes from that project (label/loop.py).
 
 The refresh runs with its own seeds inside a saved-and-restored RNG state, so PPO's sampling
 stream is the same with and without it (until the new reward changes the policy).
@@ -54,7 +56,8 @@ class LabelsNeeded(Exception):
     def __init__(self, path: Path, count: int):
         self.path = path
         super().__init__(f"{count} response pairs wait for labels in {path}: replace \"preferred\": \"?\" by \"a\", "
-                         f"\"b\" or \"tie\" on every line, then continue with --resume")
+                         f"\"b\" or \"tie\" on every line, or label them in the browser with `rlhfkit label serve --file "
+                         f"{path}`, then continue with --resume")
 
 
 def import_labeler(spec: str) -> Labeler:
@@ -109,7 +112,7 @@ class RewardRefresher:
         self.section = cfg.ppo.reward_refresh
         self.dir = stage_dir / "refresh"
         spec = self.section.labeler
-        self.labeler = task_labeler if spec == "task" else None if spec == "file" else import_labeler(spec)
+        self.labeler = task_labeler if spec == "task" else None if spec in ("file", "web") else import_labeler(spec)
         self.round = 0
         self.model_paths = list(cfg.ppo.reward.model_paths)
         self.pending_iteration: int | None = None  # file labeler: pairs written, labels awaited
@@ -142,7 +145,7 @@ class RewardRefresher:
             picked = [order[i % len(order)] for i in range(self.section.num_pairs)]
             prompts, a, b = sample_pairs(picked)
         info = {"iteration": iteration, "sampled_pairs": len(prompts)}
-        if self.section.labeler == "file":
+        if self.section.labeler in ("file", "web"):  # a person labels them while the run is stopped
             self._write_to_label(self._round_dir(k) / "to_label.jsonl", prompts, a, b)
             self.pending_iteration = iteration
             return None
@@ -153,6 +156,11 @@ class RewardRefresher:
         """Step 2 for the file labeler, on --resume: the filled-in round-K/to_label.jsonl."""
         path = self._round_dir(self.round + 1) / "to_label.jsonl"
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if self.section.labeler == "web":
+            from rlhfkit.label.loop import labels_from_project
+
+            for row, label in zip(rows, labels_from_project(path, rows)):
+                row["preferred"] = label
         waiting = sum(row.get("preferred") == "?" for row in rows)
         if waiting:
             raise LabelsNeeded(path, waiting)

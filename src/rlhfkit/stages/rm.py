@@ -2,7 +2,8 @@
 
 Read top to bottom: 1. read and validate the pairs, 2. load an `AutoModelForSequenceClassification`
 (`num_labels=1`) from the SFT checkpoint or any HF model, 3. tokenize prompt+response+EOS,
-4. train on −log σ(r_chosen − r_rejected − margin) (+ optional label smoothing and centering),
+4. train on −log σ(r_chosen − r_rejected − margin) (+ optional label smoothing and centering;
+a record with `votes`/`p_chosen` gives the soft target −[p log σ(Δ) + (1 − p) log σ(−Δ)]),
 5. report loss / accuracy / mean margin on train and held-out pairs, 6. store the mean and std
 of scores on a reference set in the checkpoint's config (`rlhfkit_score_mean/std`) so PPO can
 normalise (Ziegler 2019 gain/bias; N+ detail 12), 7. save an HF checkpoint.
@@ -104,13 +105,16 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     if accelerator.is_main_process:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "data_stats.json").write_text(json.dumps(
-            {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict()}, indent=2))
+            {"train_pairs": len(train_records), "eval_pairs": len(eval_records), "truncation": stats.as_dict(),
+             "soft_label_pairs": sum(r.p_chosen is not None for r in train_records)}, indent=2))
 
     # 4. The Bradley–Terry objective.
     def loss_fn(model, batch):
         chosen, rejected = pair_scores(model, batch)
         margin = batch["margin"] if rm.use_margin else None
-        loss, pair_stats = pairwise_loss(chosen, rejected, margin=margin, label_smoothing=rm.label_smoothing)
+        # p_chosen: soft labels from people's votes (1.0 for a pair without them: a hard label)
+        loss, pair_stats = pairwise_loss(chosen, rejected, margin=margin, label_smoothing=rm.label_smoothing,
+                                         target=batch["p_chosen"])
         if rm.center_rewards_coefficient > 0:
             loss = loss + rm.center_rewards_coefficient * reward_centering_loss(chosen, rejected)
         return loss, {"accuracy": pair_stats["accuracy"], "margin": pair_stats["margin"]}

@@ -102,5 +102,5 @@ def test_state_round_trips(tmp_path):
 
 
 def test_config_rejects_a_labeler_that_is_no_function_spec():
-    with pytest.raises(ConfigError, match="labeler must be 'task', 'file' or 'module:function'"):
+    with pytest.raises(ConfigError, match="labeler must be 'task', 'file', 'web' or 'module:function'"):
         load_config(None, ["ppo.reward_refresh.labeler=annotators"])
