@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rlhfkit.config.sections import Section
+from rlhfkit.metric_names import M
 
 
 class DiagnosticsSection(Section):
@@ -56,3 +57,14 @@ class EarlyStoppingSection(Section):
     mode: Literal["max", "min"] = Field("max", description="Whether larger (max) or smaller (min) values are better.")
     patience: int = Field(10, ge=1, description="Iterations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="An improvement must beat the best value by more than this.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        """A misspelt metric would never improve and silently stop training early: refuse it."""
+        known = {value for name, value in vars(M).items() if name.isupper()}
+        if metric is not None and metric not in known:
+            groups = sorted({name.split("/")[0] for name in known if "/" in name})
+            raise ValueError(f"unknown PPO metric {metric!r}; metrics PPO logs are group/name with group in "
+                             f"{', '.join(groups)} (e.g. {M.GOLD_SCORE}, {M.RLHF_REWARD}; docs/ppo.md lists them)")
+        return metric

@@ -20,6 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.metric_names import M
 from rlhfkit.report import human, plots
 from rlhfkit.report.plots import events, series, to_float
 
@@ -274,9 +275,9 @@ def _headline(run: _Run) -> str:
 
     kl, kl_note = to_float(after.get("kl")), "held-out prompts"
     if kl is None:
-        kl, kl_note = to_float(ppo.get("objective/kl")), "last PPO iteration"
+        kl, kl_note = to_float(ppo.get(M.KL)), "last PPO iteration"
     if kl is None:
-        kl, kl_note = _last(run.metrics["ppo"], "objective/kl"), "last PPO iteration"
+        kl, kl_note = _last(run.metrics["ppo"], M.KL), "last PPO iteration"
     rows.append(("KL(PPO ‖ SFT)", _fmt(kl) + (f' <span class="note">({kl_note})</span>' if kl is not None else "")))
 
     wall = run.summary.get("wall_time")
@@ -344,36 +345,36 @@ def _ppo(run: _Run, plot: _Plotter) -> str:
     x = "PPO iteration"
     images = [
         plot.img("ppo_scores", lambda p: plots.plot_twin(
-            p, "Reward: proxy (RM) and gold", x, ("proxy score", "proxy score (objective/scores)", series(r, "objective/scores")),
-            ("gold score", "gold score", series(r, "gold/score")), marks), "proxy and gold score"),
+            p, "Reward: proxy (RM) and gold", x, ("proxy score", "proxy score (objective/scores)", series(r, M.SCORES)),
+            ("gold score", "gold score", series(r, M.GOLD_SCORE)), marks), "proxy and gold score"),
         plot.img("ppo_kl", lambda p: plots.plot_lines(
-            p, "KL(policy ‖ reference)", x, "nats per response", [("objective/kl", series(r, "objective/kl"))], marks),
+            p, "KL(policy ‖ reference)", x, "nats per response", [(M.KL, series(r, M.KL))], marks),
             "KL to the reference"),
         plot.img("ppo_kl_coef", lambda p: plots.plot_lines(
             p, "KL coefficient β", x, "β", [("kl_coef", series(r, "kl_coef"))], marks), "KL coefficient"),
         plot.img("ppo_entropy", lambda p: plots.plot_lines(
-            p, "Policy entropy", x, "nats per response", [("objective/entropy", series(r, "objective/entropy"))], marks),
+            p, "Policy entropy", x, "nats per response", [(M.ENTROPY_SEQ, series(r, M.ENTROPY_SEQ))], marks),
             "policy entropy"),
         plot.img("ppo_length", lambda p: plots.plot_twin(
-            p, "Response length", x, ("length", "tokens", series(r, "rollout/response_length")),
-            ("ended with EOS", "fraction ended with EOS", series(r, "rollout/eos_fraction")), marks), "response length"),
+            p, "Response length", x, ("length", "tokens", series(r, M.RESPONSE_LENGTH)),
+            ("ended with EOS", "fraction ended with EOS", series(r, M.EOS_FRACTION)), marks), "response length"),
         plot.img("ppo_timing", lambda p: plots.plot_timing(p, r, marks), "time per iteration"),
         plot.img("ppo_rm_shift", lambda p: plots.plot_twin(
             p, "Reward model under policy shift", x,
-            ("ensemble disagreement", "std of member scores", _nonzero(series(r, "reward/ensemble_disagreement"))),
+            ("ensemble disagreement", "std of member scores", _nonzero(series(r, M.ENSEMBLE_DISAGREEMENT))),
             ("RM accuracy on fresh policy pairs (before each refresh)", "accuracy",
              series(r, "refresh/rm_accuracy_on_policy_pairs")), marks),
             "ensemble disagreement and the reward model's accuracy on the policy's own samples"),
         plot.img("ppo_losses", lambda p: plots.plot_twin(
-            p, "PPO losses", x, ("policy loss", "policy loss", series(r, "loss/policy_avg")),
-            ("value loss", "value loss", series(r, "loss/value_avg")), marks), "PPO losses"),
+            p, "PPO losses", x, ("policy loss", "policy loss", series(r, M.POLICY_LOSS)),
+            ("value loss", "value loss", series(r, M.VALUE_LOSS)), marks), "PPO losses"),
         plot.img("ppo_clip", lambda p: plots.plot_twin(
             p, "Update size: clip fraction and approx. KL", x,
-            ("policy clip fraction", "clip fraction", series(r, "policy/clipfrac_avg")),
-            ("approx KL(old ‖ new)", "approx KL per token", series(r, "policy/approxkl_avg")), marks), "PPO update size"),
+            ("policy clip fraction", "clip fraction", series(r, M.CLIPFRAC)),
+            ("approx KL(old ‖ new)", "approx KL per token", series(r, M.APPROX_KL)), marks), "PPO update size"),
     ]
     parts = [_grid(images) or _missing("PPO: no values to plot yet.")]
-    iterations = [s for s in (to_float(rec.get("step")) for rec in r if "objective/kl" in rec) if s is not None]
+    iterations = [s for s in (to_float(rec.get("step")) for rec in r if M.KL in rec) if s is not None]
     if iterations:
         parts.append(f'<p class="note">{len(iterations)} iterations logged (last: {_fmt(max(iterations))}).</p>')
     if marks:
@@ -396,7 +397,7 @@ def _overoptimisation(run: _Run, plot: _Plotter) -> str:
                    "gold and proxy score against square root of KL")
     if not img:
         return _missing("No PPO iteration logged both a KL and a score yet.")
-    has_gold = bool(series(run.metrics["ppo"], "gold/score")[0])
+    has_gold = bool(series(run.metrics["ppo"], M.GOLD_SCORE)[0])
     text = ("Each dot is one PPO iteration, placed by how far the policy has moved from the SFT model "
             "(x = √KL). Look at the two curves together: if the gold score peaks and then falls while the "
             "proxy score keeps rising, the policy is exploiting the reward model (reward hacking, as in "

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.metric_names import M
+
 FIGSIZE = (5.5, 3.2)  # inches: at 100 dpi a plot is ~550×320 px and 20–40 kB
 DPI = 100
 SMOOTH_FROM = 25  # with this many points or more, draw the raw series faint plus a rolling mean
@@ -211,8 +213,8 @@ def plot_twin(
     return _save(fig, path, _legend_below(fig, [h_left, h_right, h_event]))
 
 
-TIMING_KEYS = (("timing/generation", "generation"), ("timing/scoring", "forward passes + scoring"),
-               ("timing/training", "PPO update"))
+TIMING_KEYS = ((M.TIME_GENERATION, "generation"), (M.TIME_SCORING, "forward passes + scoring"),
+               (M.TIME_TRAINING, "PPO update"))
 
 
 def plot_timing(path: Path, records: Sequence[Any], marks: Sequence[tuple[float, str]] = ()) -> Path | None:
@@ -256,11 +258,11 @@ def plot_overoptimisation(path: Path, records: Sequence[Any]) -> Path | None:
     for record in records:
         if not isinstance(record, dict):
             continue
-        kl = to_float(record.get("objective/kl"))
+        kl = to_float(record.get(M.KL))
         if kl is None:
             continue
         x = math.sqrt(max(kl, 0.0))
-        p, g = to_float(record.get("objective/scores")), to_float(record.get("gold/score"))
+        p, g = to_float(record.get(M.SCORES)), to_float(record.get(M.GOLD_SCORE))
         if p is not None:
             proxy.append((x, p))
         if g is not None:

@@ -182,6 +182,24 @@ def processes_asked_of_accelerate() -> int | None:
     return None
 
 
+_warned_sharding = False
+
+
+def warn_if_sharding_was_dropped(accelerator) -> None:
+    """accelerate runs an FSDP or DeepSpeed launch config as plain DDP on CPUs, without a word."""
+    global _warned_sharding
+    asked = [name for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(env, "").lower() == "true"]
+    if _warned_sharding or not asked or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return
+    from rlhfkit.training.progress import console
+
+    _warned_sharding = True
+    console.print(f"[yellow]warning[/] the launcher asked for {asked[0]}, but accelerate runs "
+                  f"{accelerator.distributed_type.value} here (sharding needs GPUs): the models are replicated, "
+                  "not sharded", highlight=False, soft_wrap=True)
+
+
 def start_processes() -> None:
     """Join the launcher's process group (if any) before anything else runs; quiet every console but
     the main process's; warn when a launcher was asked for N processes but one started."""

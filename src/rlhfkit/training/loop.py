@@ -49,13 +49,15 @@ def seed_everything(seed: int, rank: int = 0) -> int:
 def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_steps: int = 1) -> Accelerator:
     """An Accelerator honouring `device` (auto: CUDA, then MPS, then CPU; under a launcher on a
     machine without GPUs the processes use gloo on the CPU)."""
-    from rlhfkit.training.distributed import no_accelerator
+    from rlhfkit.training.distributed import no_accelerator, warn_if_sharding_was_dropped
 
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=device == "cpu" or (device == "auto" and no_accelerator()),
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
+    warn_if_sharding_was_dropped(accelerator)
+    return accelerator
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.metric_names import M
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import TaskSection
 from rlhfkit.data.records import PromptExample, load_records
@@ -136,7 +137,7 @@ class FortunesTask:
     def ppo_observer(self):
         def observe(rollout: Rollout) -> dict[str, float]:
             scores = self.gold.score(rollout.responses)
-            return {"gold/score": sum(scores) / max(len(scores), 1)}
+            return {M.GOLD_SCORE: sum(scores) / max(len(scores), 1)}
         return observe
 
     def eval_prompts(self) -> list[PromptExample]:
