@@ -84,7 +84,8 @@ def run_once(config: Path, out: Path, processes: int, threads: int) -> dict[str,
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // processes)), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        shown = "\n".join(line for line in (done.stdout + done.stderr).splitlines() if line.strip())
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{shown[-6000:]}")
     lines = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     lines = [line for line in lines if "timing/training" in line][1:]  # the first iteration warms up
     per_iter = [line["timing/generation"] + line["timing/scoring"] + line["timing/training"] for line in lines]
