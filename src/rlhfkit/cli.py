@@ -111,6 +111,13 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _preflight(cfg: RunConfig, stages: list[str]) -> None:
+    """The memory plan's verdict before any model loads; refuses a run that cannot fit (memory/preflight.py)."""
+    from rlhfkit.memory.preflight import check
+
+    check(cfg, stages)
+
+
 def _load(config: Path | None, overrides: list[str] | None, output_dir: Path | None) -> RunConfig:
     overrides = list(overrides or [])
     if output_dir is not None:
@@ -144,6 +151,7 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
                 stage_dir = _stage_dir(run_dir, stage, overwrite)
             module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
             module.validate(cfg)
+            _preflight(cfg, [stage])
             if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
                 save_resolved(cfg, run_dir / f"{stage}_config.yaml")
             output = module.run(cfg, stage_dir, resume=resume is not None)
@@ -207,6 +215,7 @@ def run(
                         raise ConfigError(f"{run_dir} already exists: pass --overwrite to replace it, --resume to "
                                           "continue it, or choose --output-dir")
                     shutil.rmtree(run_dir)
+            _preflight(cfg, cfg.stages)
             from rlhfkit.pipeline import run_pipeline
 
             summary = run_pipeline(cfg, run_dir, resume=resume is not None)
@@ -227,6 +236,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finish
         report_command(run_dir)
     except _user_errors() as err:
         _fail(str(err))
+
+
+from rlhfkit.memory.cli import plan as _plan  # noqa: E402  (the command body lives with the planner)
+
+app.command(name="plan")(_plan)
 
 
 def main() -> None:  # pragma: no cover - console entry point

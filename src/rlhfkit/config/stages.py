@@ -258,6 +258,12 @@ class RunConfig(Section):
     seed: int = Field(42, description="Seed for Python, NumPy and torch (per process: seed + rank·100003).")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
+    preflight: Literal["error", "warn", "off"] = Field(
+        "error",
+        description="Memory pre-flight before any model loads (rlhfkit/memory, `rlhfkit plan`): error refuses a run whose "
+                    "plan exceeds the detected devices' memory (available RAM on CPU) by more than 15 %; warn only "
+                    "prints it; off skips the check.",
+    )
     stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")
     task: TaskSection | None = Field(None, description="Bundled task that builds the base model and data; empty for your own.")
     sft: SFTConfig = Field(default_factory=SFTConfig)
