@@ -59,10 +59,10 @@ class Case:
 CASES = [
     Case("tiny", "gpt2-tiny", rollout=16, mini=4, prompt=8, response=24),
     Case("default", "gpt2-default", rollout=64, mini=16, prompt=32, response=24),
-    Case("smollm2", "smollm2", rollout=8, mini=2, prompt=32, response=32),
-    Case("smollm2-lora", "smollm2", rollout=8, mini=2, prompt=32, response=32, lora=True),
-    Case("smollm2-ckpt", "smollm2", rollout=8, mini=2, prompt=32, response=32, checkpointing=True),
-    Case("smollm2-lora-ckpt", "smollm2", rollout=8, mini=2, prompt=32, response=32, lora=True, checkpointing=True),
+    Case("smollm2", "smollm2", rollout=8, mini=8, prompt=64, response=64),
+    Case("smollm2-lora", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True),
+    Case("smollm2-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, checkpointing=True),
+    Case("smollm2-lora-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True, checkpointing=True),
 ]
 
 
@@ -108,7 +108,7 @@ def build_models(case: Case):
 
 
 def plan_for(case: Case, shape: ModelShape):
-    settings = Settings(precision="fp32", gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
+    settings = Settings(precision="fp32", device="cpu", gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
                         rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
                         prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
@@ -197,6 +197,7 @@ def measure_terms(case: Case, config, policy, trained) -> dict[str, float]:
     base.eval()
     with LiveBytes() as meter:  # the logits path: lm_head -> logprobs + entropy -> backward, at its peak
         head = base.get_output_embeddings()
+        head.weight.requires_grad_(False)  # its gradient is a gradients term, not the logits path
         x = torch.randn(rows, case.response, config.hidden_size, requires_grad=True)
         meter.track(model_tensors(head))
         meter.track([x])
@@ -207,8 +208,8 @@ def measure_terms(case: Case, config, policy, trained) -> dict[str, float]:
         del logits
         meter.reset_peak()
         loss.backward()
-        out["logits backward"] = meter.peak - before - head.weight.numel() * 4  # less the head's own gradient
-        head.weight.grad = None
+        out["logits backward"] = meter.peak - before
+        head.weight.requires_grad_(not case.lora)
     return out
 
 
@@ -216,13 +217,14 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
     """The planner's figure for each isolable term (the same functions plan_memory sums)."""
     seq, rows = case.prompt + case.response, case.mini
     resident = [t for t in plan.phases[0].terms if t.name in ("weights", "Adam m, v")]
-    saved_ckpt = rows * seq * (shape.n_layers * shape.hidden + terms.outside_saved_per_token(shape)) * 4
+    lora = (8, shape.default_lora_targets()) if case.lora else None
+    saved_ckpt = rows * seq * (shape.n_layers * shape.hidden + terms.outside_saved_per_token(shape, case.lora)) * 4
     return {
         "weights": sum(t.bytes for t in resident if t.name == "weights"),
         "Adam m, v": sum(t.bytes for t in resident if t.name == "Adam m, v"),
         "gradients": (_policy_trainable(case, shape) + shape.scalar_head_params()) * 4,
         "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, 4),
-        "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, 4, False),
+        "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, 4, False, lora),
         "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab, terms.LOGIT_COPIES_BACKWARD),
     }
 

@@ -117,12 +117,23 @@ def advise(inputs: PlanInputs, capacity: float, device_kind: str) -> tuple[list[
         combined.append(Advice(change.label, change.how, together, together <= capacity))
         if together <= capacity:
             break
-    s = inputs.settings
-    if device_kind == "cuda" and s.zero_stage < 3 and (n := min_devices(_with(inputs, zero_stage=3), capacity, device_kind)) and n > s.n_devices:
-        sharded = needed(plan_memory(_with(inputs, zero_stage=3, n_devices=n)), device_kind)
-        single.append(Advice(f"ZeRO-3 / FSDP over {n} devices (smallest count that fits)",
-                             f"accelerate launch --num_processes {n} with DeepSpeed ZeRO-3 or FSDP", sharded, True))
+    if device_kind == "cuda" and inputs.settings.zero_stage < 3:
+        how = "accelerate launch --num_processes {n} with DeepSpeed ZeRO-3 or FSDP"
+        alone = _sharded(inputs, capacity, device_kind)
+        if alone is not None:
+            single.append(Advice(f"ZeRO-3 / FSDP over {alone[0]} devices (smallest count that fits)",
+                                 how.format(n=alone[0]), alone[1], True))
+        if combined and not combined[-1].fits and (after := _sharded(replace(inputs, settings=settings), capacity, device_kind)):
+            combined.append(Advice(f"… and ZeRO-3 / FSDP over {after[0]} devices", how.format(n=after[0]), after[1], True))
     return single, combined
+
+
+def _sharded(inputs: PlanInputs, capacity: float, device_kind: str) -> tuple[int, float] | None:
+    """(smallest device count, bytes needed) under ZeRO-3, or None if no count fits."""
+    n = min_devices(_with(inputs, zero_stage=3), capacity, device_kind)
+    if n is None or n <= inputs.settings.n_devices:
+        return None
+    return n, needed(plan_memory(_with(inputs, zero_stage=3, n_devices=n)), device_kind)
 
 
 def best_fix(inputs: PlanInputs, capacity: float, device_kind: str) -> Advice | None:

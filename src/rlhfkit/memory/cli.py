@@ -67,7 +67,8 @@ def plan(
         cfg = _config(config, list(set or []), model)
         kind, n, capacity, where = _budget(gpus, gpu, gpu_memory, cfg.device)
         overrides = PlanOverrides(model=model, n_devices=n, zero_stage=zero_stage, fsdp=fsdp, offload_optimizer=offload_optimizer,
-                                  offload_frozen=offload_frozen, gradient_checkpointing=gradient_checkpointing, precision=precision)
+                                  offload_frozen=offload_frozen, gradient_checkpointing=gradient_checkpointing, precision=precision,
+                                  device=kind)
         memory_plan = plan_memory(plan_inputs_from_config(cfg, stage, overrides))  # type: ignore[arg-type]
     except (ConfigError, ValueError) as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)

@@ -29,6 +29,7 @@ class PlanOverrides:
     offload_frozen: bool = False
     gradient_checkpointing: bool = False
     precision: Precision | None = None
+    device: str = "cuda"  # "cuda" or "cpu": the kind of device the plan is for
 
 
 def _task_shape(cfg: RunConfig) -> ModelShape:
@@ -111,7 +112,7 @@ def plan_inputs_from_config(cfg: RunConfig, stage: Stage, overrides: PlanOverrid
     # rm.optim.gradient_checkpointing land, OR them in here:
     #   checkpointing = overrides.gradient_checkpointing or <stage's gradient_checkpointing field>
     checkpointing = overrides.gradient_checkpointing
-    common = dict(n_devices=n, zero_stage=zero, offload_optimizer=overrides.offload_optimizer,
+    common = dict(device="cpu" if overrides.device == "cpu" else "cuda", n_devices=n, zero_stage=zero, offload_optimizer=overrides.offload_optimizer,
                   offload_frozen=overrides.offload_frozen, gradient_checkpointing=checkpointing)
     if stage == "ppo":
         ppo = cfg.ppo

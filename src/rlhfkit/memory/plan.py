@@ -49,6 +49,7 @@ class Settings:
     grad_accum: int = 16
     prompt_len: int = 256
     response_len: int = 128  # SFT/RM: prompt_len = 0 and response_len = data.max_length
+    device: Literal["cuda", "cpu"] = "cuda"  # which AdamW implementation torch picks (terms.adam_step_temp_bytes)
 
 
 @dataclass(frozen=True)
@@ -218,9 +219,10 @@ def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term])
 def _activations(inputs: PlanInputs, role: str, shape: ModelShape, tokens: int) -> Term:
     s = inputs.settings
     act = t.activation_dtype_bytes(s.precision)
-    per_layer = shape.hidden if s.gradient_checkpointing else t.layer_saved_per_token(shape)
+    lora = (s.lora_rank, s.lora_targets or shape.default_lora_targets()) if (s.lora_rank and role == "policy") else None
+    per_layer = shape.hidden if s.gradient_checkpointing else t.layer_saved_per_token(shape, lora)
     name = "activations (checkpointed)" if s.gradient_checkpointing else "activations"
-    return Term(role, name, t.activation_bytes(shape, tokens, act, s.gradient_checkpointing),
+    return Term(role, name, t.activation_bytes(shape, tokens, act, s.gradient_checkpointing, lora),
                 f"{tokens} tokens × {act} B × (L·{per_layer} + …)")
 
 
@@ -253,6 +255,29 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     return [[*accumulated, policy, saved, critic], [*accumulated, *critic_grads, policy, backward]]
 
 
+def _largest_trained(inputs: PlanInputs) -> int:
+    """Elements of the largest trained tensor: a LoRA factor, else the embedding or an MLP matrix."""
+    s, shape = inputs.settings, inputs.policy
+    if s.lora_rank:
+        largest = s.lora_rank * max(max(fan_in, fan_out) for pairs in shape.linear_shapes().values() for fan_in, fan_out in pairs)
+    else:
+        largest = max(shape.vocab * shape.hidden, shape.hidden * shape.intermediate)
+    if inputs.stage == "ppo" and not s.shared_value_head:
+        largest = max(largest, inputs.critic.vocab * inputs.critic.hidden)
+    return largest
+
+
+def _adam_scratch(inputs: PlanInputs) -> list[Term]:
+    s = inputs.settings
+    if s.zero_stage > 0 or s.offload_optimizer:
+        return []  # DeepSpeed's fused optimizers update in place (or on the host)
+    trainable = _policy_params(inputs)[1] + (inputs.critic.scalar_head_params()
+                                             if inputs.stage == "ppo" and not s.shared_value_head else 0)
+    scratch = t.adam_step_temp_bytes(_largest_trained(inputs), trainable, s.precision, s.device)
+    how = "2 × largest tensor (CPU loop)" if s.device == "cpu" else "1 × trained params (CUDA foreach)"
+    return [Term("run", "AdamW step scratch", scratch, how)]
+
+
 def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     """The largest moment of the update: a backward moment (_backward_moments) or the optimizer
     step (every gradient, no activations)."""
@@ -266,7 +291,7 @@ def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     if inputs.stage == "ppo":
         seq = s.prompt_len + s.response_len
         extra.append(Term("run", "rollout buffers", t.rollout_buffer_bytes(s.rollout_batch, seq), "12·B·T × 8 B"))
-    step = [g for terms in by_model.values() for g in terms]
+    step = [g for terms in by_model.values() for g in terms] + _adam_scratch(inputs)
     moments = [*_backward_moments(inputs, by_model), step]
     largest = max(moments, key=lambda terms: sum(x.bytes for x in terms))
     name = "update (optimizer step)" if largest is step else "update"

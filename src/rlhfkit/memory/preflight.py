@@ -11,6 +11,7 @@ name not in the local cache) is reported as not planned, and the run goes on.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from rich.markup import escape
 
@@ -49,7 +50,7 @@ def check(cfg: RunConfig, stages: list[str], budget: DeviceBudget | None = None)
     from rlhfkit.training.progress import console
 
     budget = budget or detect(cfg.device)
-    overrides = launcher_overrides()
+    overrides = replace(launcher_overrides(), device=budget.kind)
     for stage in stages:
         try:
             inputs = plan_inputs_from_config(cfg, stage, overrides)  # type: ignore[arg-type]

@@ -76,10 +76,13 @@ def advice_table(plan: MemoryPlan, capacity: float, device_kind: str) -> Table:
     table.add_column("alone", justify="right")
     table.add_column("cumulative", justify="right")
     table.add_column("how", overflow="fold")
-    for k, one in enumerate(single):
-        both = combined[k] if k < len(combined) else None
-        mark = lambda a: f"[{'green' if a.fits else 'red'}]{gb(a.needed)}"  # noqa: E731
+    mark = lambda a: f"[{'green' if a.fits else 'red'}]{gb(a.needed)}"  # noqa: E731
+    cumulative = {a.label: a for a in combined}
+    for one in single:
+        both = cumulative.pop(one.label, None)
         table.add_row(escape(one.label), mark(one), mark(both) if both else "", escape(one.how))
+    for rest in cumulative.values():  # a step only the combination has (ZeRO-3 on top of the rest)
+        table.add_row(escape(rest.label), "", mark(rest), escape(rest.how))
     return table
 
 
