@@ -269,8 +269,8 @@ def _largest_trained(inputs: PlanInputs) -> int:
 
 def _adam_scratch(inputs: PlanInputs) -> list[Term]:
     s = inputs.settings
-    if s.zero_stage > 0 or s.offload_optimizer:
-        return []  # DeepSpeed's fused optimizers update in place (or on the host)
+    if s.precision == "mixed" or s.zero_stage > 0 or s.offload_optimizer:
+        return []  # DeepSpeed's fused optimizers (its mixed precision, any ZeRO stage) update in place
     trainable = _policy_params(inputs)[1] + (inputs.critic.scalar_head_params()
                                              if inputs.stage == "ppo" and not s.shared_value_head else 0)
     scratch = t.adam_step_temp_bytes(_largest_trained(inputs), trainable, s.precision, s.device)
