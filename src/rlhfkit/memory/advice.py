@@ -112,11 +112,11 @@ def advise(inputs: PlanInputs, capacity: float, device_kind: str) -> tuple[list[
     for change in candidate_changes(inputs, device_kind):
         alone = needed(plan_memory(replace(inputs, settings=change.apply(inputs.settings))), device_kind)
         single.append(Advice(change.label, change.how, alone, alone <= capacity))
+        if combined and combined[-1].fits:
+            continue  # the combination already fits: list the remaining changes alone only
         settings = change.apply(settings)
         together = needed(plan_memory(replace(inputs, settings=settings)), device_kind)
         combined.append(Advice(change.label, change.how, together, together <= capacity))
-        if together <= capacity:
-            break
     if device_kind == "cuda" and inputs.settings.zero_stage < 3:
         how = "accelerate launch --num_processes {n} with DeepSpeed ZeRO-3 or FSDP"
         alone = _sharded(inputs, capacity, device_kind)

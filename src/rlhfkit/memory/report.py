@@ -19,8 +19,9 @@ def gb(x: float) -> str:
 
 def _describe(plan: MemoryPlan) -> str:
     i, s = plan.inputs, plan.inputs.settings
-    parts = [f"{i.stage}", f"policy {i.policy.name} ({i.policy.n_params() / 1e9:.3g}B)" if i.stage == "ppo"
-             else f"model {i.policy.name} ({i.policy.n_params() / 1e9:.3g}B)", f"precision {s.precision}"]
+    count = i.policy.n_params()
+    size = f"{count / 1e9:.3g}B" if count >= 1e9 else f"{count / 1e6:.3g}M"
+    parts = [i.stage, f"{'policy' if i.stage == 'ppo' else 'model'} {i.policy.name} ({size} parameters)", f"precision {s.precision}"]
     if i.stage == "ppo":
         parts += [f"rollout {s.rollout_batch} × ({s.prompt_len}+{s.response_len}) tokens", f"mini-batch {s.mini_batch}",
                   f"RMs {s.reward_models}", "shared value head" if s.shared_value_head else "critic model"]

@@ -1,6 +1,6 @@
 """The memory terms, one small pure function each, in bytes. docs/memory.md derives every one.
 
-Model states (ZeRO paper, Rajbhandari et al. 2020, §3.1): mixed-precision Adam keeps 2 bytes of
+Model states (ZeRO paper, Rajbhandari et al. 2020, "model states"): mixed-precision Adam keeps 2 bytes of
 half-precision weights, 2 of half-precision gradients and K = 12 of fp32 optimizer state (master
 weights, first and second moments) per parameter: 16 bytes. `Precision` names the four ways a
 run can hold them:
@@ -12,7 +12,7 @@ run can hold them:
     mixed  half weights + fp32 master and moments (DeepSpeed)    2 + 2 + 4 + 8 = 16
 
 Activations follow the counting method of Korthikanti et al. 2022 ("Reducing Activation
-Recomputation in Large Transformer Models", §4.1): add up every tensor a layer saves for
+Recomputation in Large Transformer Models"): add up every tensor a layer saves for
 backward. Their Megatron GPT layer saves 34·s·b·h + 5·a·s²·b bytes at 16 bits; the Hugging Face
 layers rlhfkit trains differ (SDPA/flash attention keeps no s² scores, dropout is off so there are
 no masks, RoPE, SwiGLU), so the coefficients below are counted for those implementations, per

@@ -14,7 +14,7 @@ SMALL = ModelShape("small", "llama", n_layers=2, hidden=128, n_heads=4, n_kv_hea
 def test_seed_bytes_per_parameter_and_zero_mixed_precision():
     p = 1_000_000
     assert t.weight_bytes(p, "half") == 2e6  # the seed's 140 GB for 70B: 2 bytes each
-    # ZeRO §3.1: 2 (fp16 weights) + 2 (fp16 grads) + K = 12 (fp32 master, m, v) = 16 bytes
+    # ZeRO (model states): 2 (fp16 weights) + 2 (fp16 grads) + K = 12 (fp32 master, m, v) = 16 bytes
     mixed = t.weight_bytes(p, "mixed") + t.grad_bytes(p, "mixed") + t.adam_bytes(p, "mixed") + t.master_bytes(p, "mixed")
     assert mixed == 16e6
     assert t.adam_bytes(p, "half") == 4e6  # torch AdamW keeps bf16 moments for bf16 weights
