@@ -54,6 +54,7 @@ class Case:
     response: int
     lora: bool = False
     checkpointing: bool = False
+    bf16: bool = False  # bf16 weights, torch AdamW with bf16 moments (the planner's "half")
 
 
 CASES = [
@@ -63,7 +64,11 @@ CASES = [
     Case("smollm2-lora", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True),
     Case("smollm2-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, checkpointing=True),
     Case("smollm2-lora-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True, checkpointing=True),
+    Case("smollm2-bf16", "smollm2", rollout=8, mini=8, prompt=64, response=64, bf16=True),
 ]
+
+#: SFT and RM updates (one phase): rows × tokens as in presets/default.yaml (sft batch 16, rm batch 32, max_length 96)
+STAGE_CASES = [("sft-default", "sft", "gpt2-default", 16, 96), ("rm-default", "rm", "gpt2-default", 32, 96)]
 
 
 def _configs(family: str):
@@ -91,11 +96,15 @@ def build_models(case: Case):
 
     config = _configs(case.family)
     torch.manual_seed(0)
+    if case.bf16:
+        config.dtype = torch.bfloat16
     policy = AutoModelForCausalLM.from_config(config)
     rm_config = copy.deepcopy(config)
     rm_config.num_labels = 1
     reward = AutoModelForSequenceClassification.from_config(rm_config).eval().requires_grad_(False)
     critic = AutoModelForSequenceClassification.from_config(rm_config)
+    if case.bf16:
+        policy, reward, critic = (m.to(torch.bfloat16) for m in (policy, reward, critic))
     if case.checkpointing:
         for model in (policy, critic):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -108,7 +117,7 @@ def build_models(case: Case):
 
 
 def plan_for(case: Case, shape: ModelShape):
-    settings = Settings(precision="fp32", device="cpu", gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
+    settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
                         rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
                         prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
@@ -178,7 +187,7 @@ def measure_terms(case: Case, config, policy, trained) -> dict[str, float]:
     ids = torch.randint(0, config.vocab_size - 2, (rows, seq))
     base = policy.get_base_model() if case.lora else policy
     trunk = getattr(base, base.base_model_prefix)
-    out = {"gradients": sum(p.numel() * 4 for p in trained)}
+    out = {"gradients": sum(p.numel() * p.element_size() for p in trained)}
     with torch.no_grad(), LiveBytes() as meter:  # KV cache of the whole rollout at full length
         rollout_ids = torch.randint(0, config.vocab_size - 2, (case.rollout, seq))
         meter.track(model_tensors(base))
@@ -198,7 +207,7 @@ def measure_terms(case: Case, config, policy, trained) -> dict[str, float]:
     with LiveBytes() as meter:  # the logits path: lm_head -> logprobs + entropy -> backward, at its peak
         head = base.get_output_embeddings()
         head.weight.requires_grad_(False)  # its gradient is a gradients term, not the logits path
-        x = torch.randn(rows, case.response, config.hidden_size, requires_grad=True)
+        x = torch.randn(rows, case.response, config.hidden_size, dtype=head.weight.dtype, requires_grad=True)
         meter.track(model_tensors(head))
         meter.track([x])
         before = meter.live
@@ -217,14 +226,16 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
     """The planner's figure for each isolable term (the same functions plan_memory sums)."""
     seq, rows = case.prompt + case.response, case.mini
     resident = [t for t in plan.phases[0].terms if t.name in ("weights", "Adam m, v")]
+    act = 2 if case.bf16 else 4
     lora = (8, shape.default_lora_targets()) if case.lora else None
-    saved_ckpt = rows * seq * (shape.n_layers * shape.hidden + terms.outside_saved_per_token(shape, case.lora)) * 4
+    saved_ckpt = (rows * seq * (shape.n_layers * shape.hidden + terms.outside_saved_per_token(shape, case.lora)) * act
+                  + terms.norm_upcast_bytes(shape, rows * seq, act, 0))  # checkpointed: block inputs only
     return {
         "weights": sum(t.bytes for t in resident if t.name == "weights"),
         "Adam m, v": sum(t.bytes for t in resident if t.name == "Adam m, v"),
-        "gradients": (_policy_trainable(case, shape) + shape.scalar_head_params()) * 4,
-        "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, 4),
-        "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, 4, False, lora),
+        "gradients": (_policy_trainable(case, shape) + shape.scalar_head_params()) * act,
+        "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, act),
+        "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, act, False, lora),
         "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab, terms.LOGIT_COPIES_BACKWARD),
     }
 
@@ -248,6 +259,52 @@ def run_case(case: Case) -> list[dict]:
     return rows
 
 
+def run_stage_case(name: str, stage: str, family: str, rows: int, seq: int) -> list[dict]:
+    """One SFT or RM optimiser step (rlhfkit's losses) after a warm-up step: the update's peak."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from rlhfkit.algos.losses import pairwise_loss, sft_loss
+    from rlhfkit.stages.rm import pair_scores
+
+    config = _configs(family)
+    torch.manual_seed(0)
+    if stage == "rm":
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForCausalLM.from_config(config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step() -> None:
+        ids = torch.randint(0, config.vocab_size - 2, (rows, seq))
+        if stage == "sft":
+            loss = sft_loss(model(input_ids=ids).logits, ids)
+        else:
+            other = torch.randint(0, config.vocab_size - 2, (rows, seq))
+            mask = torch.ones_like(ids)
+            batch = {"chosen_input_ids": ids, "chosen_attention_mask": mask, "rejected_input_ids": other,
+                     "rejected_attention_mask": mask}
+            loss, _ = pairwise_loss(*pair_scores(model, batch))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    with LiveBytes() as meter:
+        meter.track(model_tensors(model))
+        meter.track(optimizer_tensors(optimizer))
+        meter.reset_peak()
+        step()
+    shape = shape_from_hf_config(config, family)
+    settings = Settings(precision="fp32", device="cpu", mini_batch=rows, grad_accum=1, prompt_len=0, response_len=seq)
+    plan = plan_memory(PlanInputs(stage, shape, shape, shape, settings))
+    planned = plan.peak.total
+    return [{"case": name, "what": f"peak: {plan.peak.name}", "planned": planned, "measured": meter.peak,
+             "error": planned / meter.peak - 1}]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
@@ -264,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and case.name not in args.only:
             continue
         rows += run_case(case)
+    for name, stage, family, batch, seq in STAGE_CASES:
+        if not args.only or name in args.only:
+            rows += run_stage_case(name, stage, family, batch, seq)
     table = Table(title=f"planned vs measured live tensor bytes (target ±{TOLERANCE:.0%})", title_justify="left")
     for col in ("case", "term / phase", "planned MB", "measured MB", "error"):
         table.add_column(col, justify="left" if col in ("case", "term / phase") else "right")

@@ -237,10 +237,11 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     seq = s.prompt_len + s.response_len
     if inputs.stage == "rm":  # chosen and rejected rows, both graphs alive until the backward
         return [[*accumulated, _activations(inputs, "reward model", inputs.policy, 2 * s.mini_batch * seq)]]
-    if inputs.stage == "sft":  # logits, the fp32 shifted copy and its log-softmax, their gradients
+    if inputs.stage == "sft":  # algos/losses.sft_loss: the shifted fp32 copy, its log-softmax, their gradients
         act = t.activation_dtype_bytes(s.precision)
-        loss = Term("model", "logits + loss copies", t.logits_bytes(s.mini_batch, seq, inputs.policy.vocab, act)
-                    + t.logit_copies_bytes(s.mini_batch, seq, inputs.policy.vocab, 4), "B·T·V·act + 4·B·T·V × 4 B")
+        half_logits = t.logits_bytes(s.mini_batch, seq, inputs.policy.vocab, act) if act == 2 else 0.0
+        loss = Term("model", "logits + loss copies", half_logits + t.logit_copies_bytes(s.mini_batch, seq, inputs.policy.vocab,
+                    t.SFT_LOGIT_COPIES), f"{t.SFT_LOGIT_COPIES}·B·T·V × 4 B" + (" + B·T·V × 2 B" if half_logits else ""))
         return [[*accumulated, _activations(inputs, "model", inputs.policy, s.mini_batch * seq), loss]]
     tokens, vocab, tr = s.mini_batch * seq, inputs.policy.vocab, s.response_len
     policy = _activations(inputs, "policy", inputs.policy, tokens)
