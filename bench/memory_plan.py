@@ -36,6 +36,7 @@ from rlhfkit.memory.plan import PlanInputs, Settings, plan_memory
 from rlhfkit.memory.shapes import ModelShape, shape_from_hf_config
 from rlhfkit.models.lora import AdapterFreeReference, add_lora
 from rlhfkit.models.scoring import sequence_scores
+from rlhfkit.models.value_head import SharedValueHead
 from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_rollout
 from rlhfkit.rollout.generation import HFGenerationBackend, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
@@ -55,11 +56,13 @@ class Case:
     lora: bool = False
     checkpointing: bool = False
     bf16: bool = False  # bf16 weights, torch AdamW with bf16 moments (the planner's "half")
+    shared: bool = False  # ppo.value_head: shared (a scalar head on the policy, no critic model)
 
 
 CASES = [
     Case("tiny", "gpt2-tiny", rollout=16, mini=4, prompt=8, response=24),
     Case("default", "gpt2-default", rollout=64, mini=16, prompt=32, response=24),
+    Case("default-shared", "gpt2-default", rollout=64, mini=16, prompt=32, response=24, shared=True),
     Case("smollm2", "smollm2", rollout=8, mini=8, prompt=64, response=64),
     Case("smollm2-lora", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True),
     Case("smollm2-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, checkpointing=True),
@@ -106,18 +109,20 @@ def build_models(case: Case):
     if case.bf16:
         policy, reward, critic = (m.to(torch.bfloat16) for m in (policy, reward, critic))
     if case.checkpointing:
-        for model in (policy, critic):
+        for model in (policy, critic):  # (no shared-head case is checkpointed)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if case.lora:
         policy = add_lora(policy, LoRASection(r=8))
         reference = AdapterFreeReference(policy).eval()
     else:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if case.shared:
+        critic = SharedValueHead.for_policy(policy)
     return config, policy, reference, reward, critic
 
 
 def plan_for(case: Case, shape: ModelShape):
-    settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
+    settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", shared_value_head=case.shared, gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
                         rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
                         prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
@@ -233,7 +238,7 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
     return {
         "weights": sum(t.bytes for t in resident if t.name == "weights"),
         "Adam m, v": sum(t.bytes for t in resident if t.name == "Adam m, v"),
-        "gradients": (_policy_trainable(case, shape) + shape.scalar_head_params()) * act,
+        "gradients": (_policy_trainable(case, shape) + (shape.hidden + 1 if case.shared else shape.scalar_head_params())) * act,
         "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, act),
         "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, act, False, lora),
         "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab, terms.LOGIT_COPIES_BACKWARD),

@@ -77,3 +77,15 @@ def test_preflight_off_skips_the_check(tmp_path, llama_7b_dir):
             "--set", "preflight=off", "-o", str(tmp_path / "run")]
     result = runner.invoke(app, args, env={"COLUMNS": "400"})
     assert "[plan]" not in result.output and "memory plan" not in result.output
+
+
+def test_preflight_refuses_a_7b_ppo_naming_the_largest_term(tmp_path, llama_7b_dir):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"hi {i}"}) + "\n" for i in range(8)))
+    args = ["ppo", "--set", f"ppo.policy.name_or_path={llama_7b_dir}", "--set", f"ppo.data.path={prompts}",
+            "--set", "ppo.reward.callable=os:getcwd", "--set", "device=cpu", "-o", str(tmp_path / "run")]
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "[plan] ppo: needs" in result.output  # the verdict line comes first
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "ppo: the memory plan needs" in error[0] and "largest term: policy" in error[0]

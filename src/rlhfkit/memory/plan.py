@@ -202,18 +202,23 @@ def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term])
         return t.kv_cache_bytes(model, n, seq, act) + t.forward_transient_bytes(model, n * seq, act)
 
     policy = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_NO_GRAD), 0)
+    if s.shared_value_head:  # experience.policy_logprobs_and_values keeps the output (every hidden state, the cache)
+        policy += t.kv_cache_bytes(shape, rows, seq, act) + (shape.n_layers + 1) * rows * seq * shape.hidden * act
     reference = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_REF), 0)
     critic = forward(inputs.critic, rows)
     reward = forward(inputs.reward, 4 * rows) if s.reward_models else 0.0
-    largest = max(("policy logits + fp32 copies", policy), ("reference logits + fp32 copies", reference),
-                  ("critic forward", critic), ("reward forward", reward), key=lambda kv: kv[1])
+    where = f"B={rows} T={seq} V={shape.vocab}"
+    candidates = [Term("policy", "forward: logits + fp32 copies", policy, where),
+                  Term("reference", "forward: logits + fp32 copies", reference, where),
+                  Term("critic", "forward (with its KV cache)", critic, f"B={rows} T={seq}"),
+                  Term("reward", "forward (with its KV cache)", reward, f"B={4 * rows} T={seq}")]
+    largest = max(candidates, key=lambda term: term.bytes)  # the forwards run one after another
     frozen_back = tuple(replace(term, name=term.name + " (from host)") for term in offloaded
                         if term.model.startswith(("reference", "reward")))
     return Phase("experience", (*resident, *frozen_back, *_autocast(inputs, _policy_params(inputs)[0]),
                                 *_gathered_layers(inputs),
                                 Term("run", "rollout buffers", t.rollout_buffer_bytes(s.rollout_batch, seq), "12·B·T × 8 B"),
-                                Term("policy" if "policy" in largest[0] else largest[0].split()[0], largest[0], largest[1],
-                                     f"B={rows} T={seq} V={shape.vocab}")))
+                                largest))
 
 
 def _activations(inputs: PlanInputs, role: str, shape: ModelShape, tokens: int) -> Term:
