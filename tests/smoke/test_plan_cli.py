@@ -48,7 +48,7 @@ def test_plan_refuses_bad_flags_in_one_line():
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == ["error: give --gpu or --gpu-memory, not both"]
     result = runner.invoke(app, ["plan", "--model", "no-such-model"])
-    assert result.exit_code == 2 and "neither a preset" in result.output
+    assert result.exit_code == 2 and "never downloads" in result.output
 
 
 def test_preflight_refuses_a_7b_sft_on_this_machine(tmp_path, llama_7b_dir):

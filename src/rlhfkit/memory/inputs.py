@@ -83,7 +83,7 @@ def _shapes(cfg: RunConfig, model: str | None) -> dict[str, ModelShape | _Missin
 def _known(shapes: dict[str, ModelShape | _Missing], *names: str) -> list[ModelShape]:
     for name in names:
         if isinstance(shapes[name], _Missing):
-            raise ConfigError(f"plan: {shapes[name].reason}")
+            raise ConfigError(shapes[name].reason)
     return [shapes[name] for name in names]
 
 

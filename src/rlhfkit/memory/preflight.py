@@ -55,7 +55,7 @@ def check(cfg: RunConfig, stages: list[str], budget: DeviceBudget | None = None)
         try:
             inputs = plan_inputs_from_config(cfg, stage, overrides)  # type: ignore[arg-type]
         except ConfigError as err:
-            console.print(f"\\[plan] {stage}: not planned ({escape(str(err))})", highlight=False, soft_wrap=True)
+            console.print(f"\\[plan] {stage}: not planned: {escape(str(err))}", highlight=False, soft_wrap=True)
             continue
         plan = plan_memory(inputs)
         need = needed(plan, budget.kind)

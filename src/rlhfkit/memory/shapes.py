@@ -119,6 +119,17 @@ PRESETS: dict[str, ModelShape] = {
 }
 
 
+#: Hub names of the presets: a config naming one is planned without its config.json (nothing is downloaded).
+HUB_NAMES = {
+    "openai-community/gpt2": "gpt2",
+    "huggingfacetb/smollm2-135m": "smollm2-135m", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
+    "huggingfacetb/smollm2-360m": "smollm2-360m", "huggingfacetb/smollm2-360m-instruct": "smollm2-360m",
+    "qwen/qwen2.5-0.5b": "qwen2.5-0.5b", "qwen/qwen2.5-0.5b-instruct": "qwen2.5-0.5b",
+    "meta-llama/llama-3.2-1b": "llama-3.2-1b", "meta-llama/llama-2-7b-hf": "7b", "meta-llama/meta-llama-3-8b": "8b",
+    "meta-llama/llama-2-13b-hf": "13b", "meta-llama/meta-llama-3-70b": "70b",
+}
+
+
 def _first(config, *names: str, default=None):
     for name in names:
         value = getattr(config, name, None)
@@ -165,8 +176,10 @@ def load_shape(source: str, where: str = "model") -> ModelShape:
 
         return shape_from_hf_config(AutoConfig.from_pretrained(source, local_files_only=True), name=source)
     except (OSError, ValueError):
-        raise ValueError(f"{where}: {source!r} is neither a preset ({', '.join(PRESETS)}) nor a local model "
-                         "directory (the planner never downloads)") from None
+        if key in HUB_NAMES:
+            return PRESETS[HUB_NAMES[key]]
+        raise ValueError(f"{where}: {source!r} is not a local model directory, a cached hub model or a preset "
+                         f"({', '.join(PRESETS)}); the planner never downloads") from None
 
 
 def with_vocab(shape: ModelShape, vocab: int) -> ModelShape:

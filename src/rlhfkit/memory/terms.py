@@ -19,12 +19,14 @@ no masks, RoPE, SwiGLU), so the coefficients below are counted for those impleme
 token, in elements of the activation dtype:
 
     per layer   (8 + 2·kv/h)·h  +  c_mlp·I
-                8h: norm inputs and outputs, q, attention output (twice: SDPA's and the
-                re-shaped copy o_proj reads), residual inputs; 2·kv: k and v;
+                8h: each of the two norms' input, normalised value and output (6h), q and the
+                attention output (2h); 2·kv: k and v (SDPA saves them);
                 c_mlp = 4 for SwiGLU (gate, up, silu(gate), product), 2 for a fused GELU
                 (its input, the down-projection's input), 5 for GPT-2's composed `gelu_new`
     outside     3h (Llama: embedding output, final RMSNorm) or 2h (GPT-2)
     checkpointed  per layer only its input, h; plus one layer's full set while it is recomputed
+    LoRA        frozen linears and norms save less (layer_saved_per_token)
+    16 bits     Llama's RMSNorm saves an fp32 copy of its input (norm_upcast_bytes)
 
 bench/memory_plan.py checks these counts against live tensor bytes.
 """

@@ -70,5 +70,6 @@ def test_load_shape_reads_a_local_config_json(tmp_path):
                 num_key_value_heads=32, vocab_size=32000).save_pretrained(tmp_path)
     assert load_shape(str(tmp_path)).n_params() == LLAMA2_7B
     assert load_shape("70B") is PRESETS["70b"]
+    assert load_shape("HuggingFaceTB/SmolLM2-135M").n_params() == SMOLLM2_135M  # a preset's hub name
     with pytest.raises(ValueError, match="never downloads"):
         load_shape("someone/not-a-cached-model")
