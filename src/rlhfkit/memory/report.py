@@ -65,8 +65,7 @@ def plan_table(plan: MemoryPlan, capacity: float, device_kind: str) -> Table:
     table.add_row("", "[bold]needed", *(f"[bold {'green' if verdict(p) else 'red'}]{gb(p.total + allowance(p.total, device_kind))}"
                                         for p in plan.phases), f"of {gb(capacity)} per device")
     if plan.host:
-        table.add_row("", "host RAM (offloaded)", *([gb(sum(t.bytes for t in plan.host))] + [""] * (len(plan.phases) - 1)),
-                      "per process")
+        table.caption = f"host RAM per process for what is offloaded: {gb(sum(t.bytes for t in plan.host))}"
     return table
 
 
