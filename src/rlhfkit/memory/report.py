@@ -129,5 +129,6 @@ def print_seed_table(console: Console, plan: MemoryPlan, capacity: float, device
     table.add_row("[bold]total", f"[bold]{gb(total)}", "~840GB (A100 80G × 12)")
     console.print(table)
     console.print(f"under those assumptions {total / capacity:.1f} devices of {gb(capacity)}; the full accounting "
-                  f"(optimizer states, activations, logits, KV cache, allowance) needs {gb(needed(plan, device_kind))} "
-                  f"per device without sharding — see the table below and docs/memory.md", highlight=False)
+                  f"(optimizer states, activations, logits, KV cache, allowance) at precision {plan.inputs.settings.precision} "
+                  f"needs {gb(needed(plan, device_kind))} per device under the settings below — see docs/memory.md",
+                  highlight=False)
