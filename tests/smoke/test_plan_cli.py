@@ -13,6 +13,15 @@ from rlhfkit.cli import app
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def machine_with_24_gb(monkeypatch):
+    """The pre-flight sees a 24 GB CPU machine whatever this one has (the refusals must not depend on it)."""
+    from rlhfkit.memory import preflight
+    from rlhfkit.memory.devices import DeviceBudget
+
+    monkeypatch.setattr(preflight, "detect", lambda device="auto": DeviceBudget("cpu", 1, 24e9, "available RAM (CPU)"))
+
+
 @pytest.fixture(scope="module")
 def llama_7b_dir(tmp_path_factory) -> Path:
     """A Llama-2-7B-shaped config.json and nothing else: the pre-flight must refuse before loading."""
