@@ -86,6 +86,7 @@ def test_preflight_off_skips_the_check(tmp_path, llama_7b_dir):
             "--set", "preflight=off", "-o", str(tmp_path / "run")]
     result = runner.invoke(app, args, env={"COLUMNS": "400"})
     assert "[plan]" not in result.output and "memory plan" not in result.output
+    assert "cannot load" in result.output  # it went on to load the model (which has no weights here)
 
 
 def test_preflight_refuses_a_7b_ppo_naming_the_largest_term(tmp_path, llama_7b_dir):

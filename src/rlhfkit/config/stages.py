@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlhfkit.diagnostics.early_stopping import EarlyStoppingSection
 from rlhfkit.diagnostics.monitor import DiagnosticsSection
@@ -270,6 +270,12 @@ class RunConfig(Section):
     rm: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("preflight", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare `off` as false: `preflight: off` and `--set preflight=off` mean "off"."""
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _stage_order(self) -> "RunConfig":
