@@ -79,9 +79,13 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
     if gpu and ppo and (not s.lora_rank or s.reward_models) and not s.offload_frozen:
         out.append(Change("frozen models (reference, reward) in host RAM outside the experience phase",
                           "DeepSpeed offload of ref/RM (not in rlhfkit yet)", lambda x: replace(x, offload_frozen=True)))
-    if s.precision in ("fp32", "amp"):
+    if s.precision in ("fp32", "amp") and gpu:
         out.append(Change("bf16 weights + fp32 master and moments (mixed precision)", "DeepSpeed bf16 (ZeRO's 2+2+12 B)",
                           lambda x: replace(x, precision="mixed")))
+    elif s.precision in ("fp32", "amp"):  # torch AdamW on bf16 weights: 2 + 2 + 4 bytes, no master copy
+        key = "ppo.policy.dtype" if ppo else f"{inputs.stage}.model.dtype"
+        out.append(Change("bf16 weights and moments (no fp32 master copy)", f"--set {key}=bf16",
+                          lambda x: replace(x, precision="half")))
     if ppo and not s.shared_value_head:
         out.append(Change("shared value head (no critic model; changes the algorithm)", "--set ppo.value_head=shared",
                           lambda x: replace(x, shared_value_head=True)))
