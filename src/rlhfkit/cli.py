@@ -150,6 +150,13 @@ def _output_override(path: Path) -> str:
     return f"output_dir={json.dumps(str(path))}"
 
 
+def _preflight(cfg: RunConfig, stages: list[str]) -> None:
+    """The memory plan's verdict before any model loads; refuses a run that cannot fit (memory/preflight.py)."""
+    from rlhfkit.memory.preflight import check
+
+    check(cfg, stages)
+
+
 def _load(config: Path | None, overrides: list[str] | None, output_dir: Path | None) -> RunConfig:
     overrides = list(overrides or [])
     if output_dir is not None:
@@ -192,6 +199,7 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
             check_hardware(cfg)
             module = __import__(f"rlhfkit.stages.{stage}", fromlist=["run", "validate"])
             module.validate(cfg)
+            _preflight(cfg, [stage])
             with _holding(run_dir, f"rlhfkit {stage}", create=resume is None):
                 if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
                     main_first(lambda: (rundir.clear(run_dir, overwrite, stage),
@@ -264,6 +272,7 @@ def run(
             from rlhfkit.pipeline import run_pipeline, validate_run
 
             validate_run(cfg)
+            _preflight(cfg, cfg.stages)
             with _holding(run_dir, "rlhfkit run", create=resume is None):
                 if resume is None:
                     main_first(lambda: (rundir.clear(run_dir, overwrite), rundir.record_run_config(run_dir, cfg)))
@@ -294,6 +303,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finish
 from rlhfkit.label.cli import app as label_app  # noqa: E402 - sub-commands, after the stage commands
 
 app.add_typer(label_app, name="label")
+from rlhfkit.memory.cli import plan as _plan  # noqa: E402  (the command body lives with the planner)
+
+app.command(name="plan")(_plan)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlhfkit.config.diagnostics import DiagnosticsSection, EarlyStoppingSection
 from rlhfkit.config.sections import (
@@ -262,12 +262,24 @@ class RunConfig(Section):
                       "0 to 2^32 − 1, the range NumPy accepts.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
+    preflight: Literal["error", "warn", "off"] = Field(
+        "error",
+        description="Memory pre-flight before any model loads (rlhfkit/memory, `rlhfkit plan`): error refuses a run whose "
+                    "plan exceeds the detected devices' memory (available RAM on CPU) by more than 15 %; warn only "
+                    "prints it; off skips the check.",
+    )
     stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")
     task: TaskSection | None = Field(None, description="Bundled task that builds the base model and data; empty for your own.")
     sft: SFTConfig = Field(default_factory=SFTConfig)
     rm: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("preflight", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare `off` as false: `preflight: off` and `--set preflight=off` mean "off"."""
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _stage_order(self) -> "RunConfig":

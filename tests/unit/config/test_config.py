@@ -80,3 +80,11 @@ def test_resolved_config_round_trips(tmp_path):
 def test_bundled_presets_validate(name):
     cfg = load_config(default_config_path(name))
     assert cfg.task is not None and cfg.stages == ["sft", "rm", "ppo"]
+
+
+def test_preflight_off_survives_yaml():
+    """YAML reads a bare `off` as false; `--set preflight=off` must still mean off."""
+    from rlhfkit.config import load_config
+
+    assert load_config(None, ["preflight=off"]).preflight == "off"
+    assert load_config(None, ["preflight=warn"]).preflight == "warn"
