@@ -308,6 +308,27 @@ from rlhfkit.memory.cli import plan as _plan  # noqa: E402  (the command body li
 app.command(name="plan")(_plan)
 
 
+@app.command()
+def diagnose(target: Annotated[Path, typer.Argument(help="A run directory, a PPO stage directory or a metrics.jsonl.")]) -> None:
+    """The PPO health monitor's rules over an existing metrics.jsonl (rlhfkit's, or any run with the same metric names)."""
+    from rich.markup import escape
+
+    from rlhfkit.diagnostics.replay import metrics_file, replay
+    from rlhfkit.training.progress import console
+
+    try:
+        path = metrics_file(target)
+        config = target / "config.yaml" if (target / "config.yaml").is_file() else None
+        section = load_config(config, []).ppo.diagnostics if config else None
+        iterations, found = replay(path, section)
+    except _user_errors() as err:
+        _fail(str(err))
+        return
+    for diagnostic in found:
+        console.print(f"[yellow]warning[/] {escape(str(diagnostic))}", highlight=False)
+    console.print(f"{escape(str(path))}: {iterations} iterations, {len(found)} warning(s)", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rlhfkit")
 

@@ -32,3 +32,12 @@ def interrupted_twice(prompts: list[str], responses: list[str]) -> list[float]:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)
     return [1.0] * len(prompts)
+
+
+SEEN_PROMPTS: list[list[str]] = []
+
+
+def record_prompts(prompts: list[str], responses: list[str]) -> list[float]:
+    """count_lowercase, remembering each batch's prompts (for the samples_per_prompt test)."""
+    SEEN_PROMPTS.append(list(prompts))
+    return count_lowercase(prompts, responses)

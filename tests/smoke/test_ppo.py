@@ -158,3 +158,43 @@ def test_reward_source_conflicts_are_config_errors(tiny_model_dir, prompts_file)
         _config(tiny_model_dir, prompts_file, f"ppo.reward.model_paths=[{tiny_model_dir}]")  # and a callable
     with pytest.raises(ConfigError, match="module:function"):
         _config(tiny_model_dir, prompts_file, "ppo.reward.callable=reward_fns")
+
+
+# ---------------------------------------------------------------- critic warm-up, several samples per prompt
+
+
+def test_critic_warmup_trains_the_critic_and_leaves_the_policy(tmp_path, tiny_model_dir, prompts_file, reward_fns):
+    from safetensors.torch import load_file
+
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.num_iterations=2", "ppo.critic_warmup_iterations=2",
+                  "ppo.learning_rate=5e-3")
+    ppo_stage.run(cfg, tmp_path / "ppo")
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = load_file(str(tmp_path / "ppo" / "policy" / "model.safetensors"))
+    # only AdamW's decoupled weight decay touches the policy: θ·(1 − lr·wd) per step, ≤ 5e-3·0.01·|θ| × 8 steps
+    drift = max((after[k] - before[k]).abs().max().item() for k in before if k in after)
+    assert drift < 1e-3
+    critic_before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    critic_after = load_file(str(tmp_path / "ppo" / "value_model" / "model.safetensors"))
+    moved = max((critic_after[k] - critic_before[k]).abs().max().item() for k in critic_before if k in critic_after)
+    assert moved > 1e-2  # the critic did learn
+
+    trained = _config(tiny_model_dir, prompts_file, "ppo.num_iterations=2", "ppo.learning_rate=5e-3")
+    ppo_stage.run(trained, tmp_path / "ppo-trained")
+    trained_after = load_file(str(tmp_path / "ppo-trained" / "policy" / "model.safetensors"))
+    assert max((trained_after[k] - before[k]).abs().max().item() for k in before if k in trained_after) > 1e-2
+
+
+def test_samples_per_prompt_repeats_each_prompt(tmp_path, tiny_model_dir, prompts_file, reward_fns):
+    import reward_fns as fns
+
+    fns.SEEN_PROMPTS.clear()
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.num_iterations=2", "ppo.samples_per_prompt=4",
+                  "ppo.reward.callable=reward_fns:record_prompts")
+    ppo_stage.run(cfg, tmp_path / "ppo")
+    assert len(fns.SEEN_PROMPTS) == 2
+    for batch in fns.SEEN_PROMPTS:
+        counts = {p: batch.count(p) for p in batch}
+        assert len(batch) == 16 and set(counts.values()) == {4} and len(counts) == 4
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        _config(tiny_model_dir, prompts_file, "ppo.samples_per_prompt=3")

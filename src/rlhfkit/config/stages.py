@@ -202,6 +202,8 @@ class PPOConfig(Section):
     whiten_rewards: bool = Field(False, description="Masked whitening (no mean shift) of per-token rewards.")
     target_kl: float | None = Field(None, gt=0, description="Stop the epoch loop early when approx-KL exceeds this.")
     sample_every: int = Field(10, gt=0, description="Iterations between sample tables (prompt, response, score).")
+    samples_per_prompt: int = Field(1, gt=0, description="Responses sampled per prompt in an iteration (batch_size / this prompts, each repeated).")
+    critic_warmup_iterations: int = Field(0, ge=0, description="First iterations that train only the critic (the policy loss is left out), so advantages are not built on an untrained critic.")
     value_head: Literal["separate", "shared"] = Field(
         "separate",
         description="separate: a critic model of its own; shared: a scalar head on the policy's last hidden state "
@@ -214,6 +216,8 @@ class PPOConfig(Section):
     @model_validator(mode="after")
     def _batch_shape(self) -> "PPOConfig":
         _check_accumulation(self.batch_size, self.mini_batch_size, self.gradient_accumulation_steps)
+        if self.batch_size % self.samples_per_prompt:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of samples_per_prompt ({self.samples_per_prompt})")
         return self
 
     @model_validator(mode="after")

@@ -119,7 +119,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
         for iteration in range(first, ppo.num_iterations + 1):
             t0 = time.perf_counter()
             # 1. rollout: this process's share of the iteration's prompts
-            picked = s.sampler.next(ppo.batch_size)[rank * share : (rank + 1) * share]
+            prompts = s.sampler.next(ppo.batch_size // ppo.samples_per_prompt)  # each repeated samples_per_prompt times
+            picked = [i for i in prompts for _ in range(ppo.samples_per_prompt)][rank * share : (rank + 1) * share]
             rollout = _sample(s, picked)
             t1 = time.perf_counter()
             # 2. score, at the EOS token of the sampled ids
@@ -139,7 +140,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
                 fault = s.guard.flag("a tensor on another process")
             if fault is None:
                 update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
-                                    s.collectives, s.guard, iteration)
+                                    s.collectives, s.guard, iteration,
+                                    train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
                 stats.update(update.stats)
                 fault = update.fault
             s.guard.record(iteration, fault, s.writer)  # a fault line + warning; stops after too many in a row

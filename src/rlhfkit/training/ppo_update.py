@@ -63,8 +63,12 @@ def _clip_and_check(accelerator: Accelerator, actor_critic, max_grad_norm: float
 
 
 def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator: Accelerator, ppo: PPOConfig,
-               generator: torch.Generator, collectives: Collectives, guard: FaultGuard, iteration: int) -> UpdateResult:
-    """Train the prepared actor-critic on `exp` (this process's share of the batch)."""
+               generator: torch.Generator, collectives: Collectives, guard: FaultGuard, iteration: int,
+               train_policy: bool = True) -> UpdateResult:
+    """Train the prepared actor-critic on `exp` (this process's share of the batch). `train_policy=False`
+    (critic warm-up) weighs the policy and entropy terms by 0: only the value loss trains. (They stay in
+    the graph with zero gradients, so DDP still finds a gradient for every parameter; the policy then
+    moves by AdamW's decoupled weight decay alone, lr·wd·θ per step.)"""
     mb_size, accumulation = ppo.mini_batch_size, ppo.gradient_accumulation_steps
     step_rows = mb_size * accumulation
     scale = collectives.world_size * accumulation  # undoes DDP's 1/W and accelerate's 1/A (module docstring)
@@ -96,7 +100,8 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                     pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
                     vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
                     entropy = masked_sum(out.entropy, mask) / norm_by
-                    loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * entropy
+                    policy_weight = 1.0 if train_policy else 0.0
+                    loss = policy_weight * (pg_loss - ppo.entropy_coef * entropy) + ppo.vf_coef * vf_loss
                     if guard.injected(iteration, "loss"):
                         loss = loss * math.nan
                     non_finite_loss |= ~torch.isfinite(loss.detach())
