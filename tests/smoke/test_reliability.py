@@ -240,3 +240,12 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, tiny_model_dir, sft_f
     text = one_line(result)
     assert f"no space left on device writing {out / 'sft' / 'checkpoints' / 'step-00000002'} (it needs about" in text
     assert not list((out / "sft" / "checkpoints").glob("*.tmp-*"))
+
+
+def test_ppo_refuses_to_score_with_a_model_that_has_no_trained_head(tmp_path, tiny_model_dir, prompts_file):
+    """`ppo.reward.model_paths` pointing at the SFT model instead of the RM: a random head, a random reward."""
+    args = ppo_args(tiny_model_dir, prompts_file, "ppo.reward.callable=null", f"ppo.reward.model_paths=[{tiny_model_dir}]")
+    result = cli(*args, "-o", tmp_path / "run")
+    assert result.exit_code == 2
+    assert f"ppo.reward.model_paths[0]: {tiny_model_dir} has no trained score head" in one_line(result)
+    assert not (tmp_path / "run" / "ppo" / "metrics.jsonl").exists()

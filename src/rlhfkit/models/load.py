@@ -136,8 +136,12 @@ def load_causal_lm(section: ModelSection, tokenizer: PreTrainedTokenizerBase, wh
     return _finish(model, tokenizer)
 
 
-def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, where: str) -> PreTrainedModel:
+def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, where: str,
+                      fresh_head: bool = True) -> PreTrainedModel:
     """A scalar-head model (`num_labels=1`); from a causal LM the head is freshly initialised.
+
+    `fresh_head=False` (a reward model PPO scores with): a checkpoint without a trained score head
+    is a ModelLoadError, since a random head would be a random reward.
 
     The head is re-initialised as N(0, 1/sqrt(d+1)) with zero bias (N+ detail 9) when the
     checkpoint has no trained score head, i.e. when we start from an SFT/base causal LM.
@@ -149,6 +153,9 @@ def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase,
     prefix = _head_prefix(model, head)
     _check_loading_info(info, path, where, expected_missing=prefix)
     fresh = any(k.startswith(prefix) for k in info.get("missing_keys", []))
+    if fresh and not fresh_head:
+        raise ModelLoadError(f"{where}: {path} has no trained score head (it is not a reward model); scoring with a "
+                             "random head would be a random reward: train one with `rlhfkit rm`")
     if fresh:
         _say_fresh_head(where, path)
     if fresh and isinstance(head, nn.Linear):

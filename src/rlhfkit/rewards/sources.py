@@ -70,7 +70,7 @@ class RewardModelEnsemble:
             section = ModelSection(name_or_path=path, dtype=dtype)
             where = f"ppo.reward.model_paths[{i}]"
             tokenizer = load_tokenizer(section, where)
-            model = freeze(disable_dropout(load_reward_model(section, tokenizer, where))).to(device)
+            model = freeze(disable_dropout(load_reward_model(section, tokenizer, where, fresh_head=False))).to(device)
             mean = float(getattr(model.config, "rlhfkit_score_mean", 0.0))
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
             self.members.append((model, tokenizer, mean, std))
