@@ -260,7 +260,8 @@ class RunConfig(Section):
                       "0 to 2^32 − 1, the range NumPy accepts.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
-    stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")
+    stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], min_length=1,
+                                description="Stages `rlhfkit run` executes, in order.")
     task: TaskSection | None = Field(None, description="Bundled task that builds the base model and data; empty for your own.")
     sft: SFTConfig = Field(default_factory=SFTConfig)
     rm: RewardConfig = Field(default_factory=RewardConfig)

@@ -37,6 +37,8 @@ class ModelLoadError(ValueError):
 
 
 HEAD_NAMES = ("score", "classifier", "lm_head")  # task heads: present in one model class, absent in another
+# Without one of these, AutoTokenizer builds an *empty* tokenizer from config.json alone (1 token).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json")
 
 
@@ -88,9 +90,16 @@ def _check_loading_info(info: dict, path: str, where: str, expected_missing: str
                                  f"{label} the checkpoint ({shown}); the model would start from random values there")
 
 
+def _require_tokenizer_files(source: str, where: str) -> None:
+    if Path(source).is_dir() and not any((Path(source) / name).exists() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{where}: no tokenizer in {source} (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer "
+                             "next to the model, or set the section's `tokenizer`")
+
+
 def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:
     """The section's tokenizer (or the model's own), with a dedicated pad token."""
     source = section.tokenizer or _require_path(section, where)
+    _require_tokenizer_files(source, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=section.trust_remote_code)
     except (OSError, ValueError) as err:
@@ -232,3 +241,4 @@ def check_model_source(section: ModelSection, where: str) -> None:
     looks_local = path.startswith((".", "/", "~")) or Path(path).exists() or path.count("/") > 1
     if looks_local and not Path(path).expanduser().is_dir():
         raise ModelLoadError(f"{where}.name_or_path: {path!r} is not a directory (and not a hub name)")
+    _require_tokenizer_files(section.tokenizer or path, where)
