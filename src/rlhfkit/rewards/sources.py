@@ -76,7 +76,9 @@ class RewardModelEnsemble:
             self.members.append((model, tokenizer, mean, std))
 
     def _encode(self, tokenizer, prompt: str, response: str) -> list[int]:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(response, add_special_tokens=False)["input_ids"]
+        # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
+        ids = [*tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+               *tokenizer(response, add_special_tokens=False, split_special_tokens=True)["input_ids"]]
         return ids + [tokenizer.eos_token_id]
 
     @torch.no_grad()
