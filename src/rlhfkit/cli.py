@@ -42,7 +42,8 @@ SetOpt = Annotated[
 ]
 # A str, not a Path: Path("") is ".", and `-o "$UNSET"` must not mean the working directory.
 OutputOpt = Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Run directory (overrides output_dir).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing stage/run directory.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing stage/run directory that rlhfkit made "
+                                                         "(never one holding other files, nor ., ~ or /).")]
 ResumeOpt = Annotated[
     Optional[Path],
     typer.Option("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR (its saved config, --set allowed) "
