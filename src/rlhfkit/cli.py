@@ -40,8 +40,10 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config key, e.g. --set sft.optim.learning_rate=3e-5 (repeatable)."),
 ]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run directory (overrides output_dir).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing stage/run directory.")]
+# A str, not a Path: Path("") is ".", and `-o "$UNSET"` must not mean the working directory.
+OutputOpt = Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Run directory (overrides output_dir).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing stage/run directory that rlhfkit made "
+                                                         "(never one holding other files, nor ., ~ or /).")]
 ResumeOpt = Annotated[
     Optional[Path],
     typer.Option("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR (its saved config, --set allowed) "
@@ -122,7 +124,7 @@ def _stopping_cleanly(command: str, run_dir: Callable[[], Path | None]):
 
 def _resume_config(run_dir: Path, names: tuple[str, ...], overrides: list[str] | None, **conflicts: object) -> RunConfig:
     """The config a run directory was started with (first of `names` found), plus --set overrides."""
-    given = [f"--{k.replace('_', '-')}" for k, v in conflicts.items() if v]
+    given = [f"--{k.replace('_', '-')}" for k, v in conflicts.items() if v is not None and v is not False]
     if given:
         raise ConfigError(f"--resume continues a run with the config saved in it: it cannot be combined with {', '.join(given)}")
     if not run_dir.is_dir():
@@ -145,7 +147,7 @@ def _quiet_libraries() -> None:
     start_processes()
 
 
-def _output_override(path: Path) -> str:
+def _output_override(path: Path | str) -> str:
     """`output_dir=PATH` as a quoted YAML string: `-o 2026-01-01` or `-o '[x]'` is a path, not a date or a list."""
     return f"output_dir={json.dumps(str(path))}"
 
@@ -157,7 +159,7 @@ def _preflight(cfg: RunConfig, stages: list[str]) -> None:
     check(cfg, stages)
 
 
-def _load(config: Path | None, overrides: list[str] | None, output_dir: Path | None) -> RunConfig:
+def _load(config: Path | None, overrides: list[str] | None, output_dir: str | None) -> RunConfig:
     overrides = list(overrides or [])
     if output_dir is not None:
         overrides.append(_output_override(output_dir))
@@ -179,7 +181,7 @@ def _holding(run_dir: Path, command: str, create: bool):
         yield
 
 
-def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: Path | None, overwrite: bool,
+def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, output_dir: str | None, overwrite: bool,
                resume: Path | None = None) -> None:
     from rlhfkit.training.distributed import broadcast, main_first
 

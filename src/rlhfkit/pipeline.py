@@ -52,6 +52,9 @@ def validate_run(cfg: RunConfig) -> None:
     if "ppo" in cfg.stages:
         ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None)
     if cfg.task is not None:
+        from rlhfkit.tasks.fortunes.base_model import default_cache_dir
+
+        default_cache_dir()  # a cache path that is a file: one line before the run directory is made
         return  # the task makes its own data; its package is checked when it loads
     if "sft" in cfg.stages:
         sft_stage.validate(cfg)

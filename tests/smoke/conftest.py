@@ -28,3 +28,18 @@ def prompts_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ppo_data") / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": " ".join(words[i : i + 3])}) + "\n" for i in range(0, 48, 3)))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny LM saved as a reward model: its (random) score head is now part of the checkpoint,
+    which PPO requires of anything it scores with."""
+    from rlhfkit.config.sections import ModelSection
+    from rlhfkit.models.load import load_reward_model, load_tokenizer
+
+    section = ModelSection(name_or_path=str(tiny_model_dir))
+    tokenizer = load_tokenizer(section, "rm.model")
+    out = tmp_path_factory.mktemp("tiny_rm") / "model"
+    load_reward_model(section, tokenizer, "rm.model").save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -240,3 +240,40 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, tiny_model_dir, sft_f
     text = one_line(result)
     assert f"no space left on device writing {out / 'sft' / 'checkpoints' / 'step-00000002'} (it needs about" in text
     assert not list((out / "sft" / "checkpoints").glob("*.tmp-*"))
+
+
+def test_ppo_refuses_to_score_with_a_model_that_has_no_trained_head(tmp_path, tiny_model_dir, prompts_file):
+    """`ppo.reward.model_paths` pointing at the SFT model instead of the RM: a random head, a random reward."""
+    args = ppo_args(tiny_model_dir, prompts_file, "ppo.reward.callable=null", f"ppo.reward.model_paths=[{tiny_model_dir}]")
+    result = cli(*args, "-o", tmp_path / "run")
+    assert result.exit_code == 2
+    assert f"ppo.reward.model_paths[0]: {tiny_model_dir} has no trained score head" in one_line(result)
+    assert not (tmp_path / "run" / "ppo" / "metrics.jsonl").exists()
+
+
+def test_siblings_found_by_trying_bad_inputs(tmp_path, tiny_model_dir, sft_file, monkeypatch):
+    """Each of these was accepted silently, gave a misleading line or a traceback before."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    no_tokenizer = tmp_path / "no_tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, no_tokenizer / name)
+    cases = [
+        (["sft", "--config", "adir"], "adir: is a directory, not a YAML config file"),
+        (sft_args(tiny_model_dir, sft_file, "sft.data.path=adir") + ["-o", "r1"], "adir: is a directory; give a .jsonl file"),
+        (sft_args(tiny_model_dir, sft_file) + ["-o", ""], "output_dir is empty"),
+        (["run", "--set", "stages=[]", "-o", "r2"], "stages: List should have at least 1 item"),
+        (["report", "afile"], "afile is not a run directory (it is a file)"),
+        # AutoTokenizer builds a 1-token tokenizer from config.json alone: training would run on nothing
+        (sft_args(no_tokenizer, sft_file) + ["-o", "r3"], f"sft.model: no tokenizer in {no_tokenizer}"),
+    ]
+    for args, needle in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in one_line(result), (args, result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "no_tokenizer"]  # nothing written
+    monkeypatch.setenv("RLHFKIT_CACHE", str(tmp_path / "afile"))
+    result = cli("run", "--quick", "-o", "r4")
+    assert result.exit_code == 2 and "RLHFKIT_CACHE=" in one_line(result) and "is a file, not a directory" in one_line(result)

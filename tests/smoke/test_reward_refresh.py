@@ -22,11 +22,11 @@ from rlhfkit.training.metrics import read_metrics
 runner = CliRunner()
 
 
-def _overrides(model_dir: Path, prompts: Path, *more: str) -> list[str]:
+def _overrides(model_dir: Path, prompts: Path, *more: str, rm_dir: Path | None = None) -> list[str]:
     return [
         "seed=0", "device=cpu",
         f"ppo.policy.name_or_path={model_dir}", f"ppo.data.path={prompts}",
-        f"ppo.reward.model_paths=[{model_dir}]",  # a random-init scalar head on the tiny LM
+        f"ppo.reward.model_paths=[{rm_dir or model_dir}]",  # a random-init scalar head on the tiny LM
         "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.gradient_accumulation_steps=1", "ppo.ppo_epochs=1",
         "ppo.generation.max_new_tokens=8", "ppo.logging.progress=false", "ppo.num_iterations=3",
         "ppo.reward_refresh.every=1", "ppo.reward_refresh.num_pairs=8", "ppo.reward_refresh.replay_pairs=0",
@@ -35,10 +35,10 @@ def _overrides(model_dir: Path, prompts: Path, *more: str) -> list[str]:
     ]
 
 
-def test_callable_labeler_refreshes_the_reward_model(tmp_path, tiny_model_dir, prompts_file, reward_fns):
+def test_callable_labeler_refreshes_the_reward_model(tmp_path, tiny_model_dir, tiny_rm_dir, prompts_file, reward_fns):
     # PPO's progress bar is live while the RM trains: the refresh must not open a second one
     cfg = load_config(None, _overrides(tiny_model_dir, prompts_file, "ppo.reward_refresh.labeler=reward_fns:prefer_more_lowercase",
-                                       "ppo.logging.progress=true"))
+                                       "ppo.logging.progress=true", rm_dir=tiny_rm_dir))
     ppo_stage.validate(cfg)
     out = tmp_path / "ppo"
     ppo_stage.run(cfg, out)
@@ -66,10 +66,11 @@ def test_task_labeler_outside_the_bundled_task_is_refused(tiny_model_dir, prompt
         ppo_stage.validate(cfg)
 
 
-def test_file_labeler_stops_for_labels_and_resumes(tmp_path, tiny_model_dir, prompts_file):
+def test_file_labeler_stops_for_labels_and_resumes(tmp_path, tiny_model_dir, tiny_rm_dir, prompts_file):
     out = tmp_path / "run"
     args = ["ppo", "-o", str(out), *[a for o in _overrides(tiny_model_dir, prompts_file, "ppo.num_iterations=2",
-                                                           "ppo.reward_refresh.labeler=file") for a in ("--set", o)]]
+                                                           "ppo.reward_refresh.labeler=file", rm_dir=tiny_rm_dir)
+                                 for a in ("--set", o)]]
     first = runner.invoke(app, args)
     assert first.exit_code == LABELS_NEEDED_EXIT_CODE, first.output
     stage = out / "ppo"  # `rlhfkit ppo -o RUN` trains in RUN/ppo

@@ -39,6 +39,8 @@ def parse_yaml(text: str) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -110,7 +112,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 
 def resolve_output_dir(cfg: RunConfig, now: _dt.datetime | None = None) -> Path:
-    """Fill `{timestamp}` in output_dir."""
+    """Fill `{timestamp}` in output_dir (an empty one, e.g. `-o "$UNSET"`, is refused: it would mean the cwd)."""
+    if not cfg.output_dir.strip():
+        raise ConfigError("output_dir is empty: give a run directory (-o runs/x; -o . for the working directory)")
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     return Path(cfg.output_dir.replace("{timestamp}", stamp)).expanduser()
 

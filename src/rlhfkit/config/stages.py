@@ -272,7 +272,8 @@ class RunConfig(Section):
                     "plan exceeds the detected devices' memory (available RAM on CPU) by more than 15 %; warn only "
                     "prints it; off skips the check.",
     )
-    stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], description="Stages `rlhfkit run` executes, in order.")
+    stages: list[Stage] = Field(default_factory=lambda: ["sft", "rm", "ppo"], min_length=1,
+                                description="Stages `rlhfkit run` executes, in order.")
     task: TaskSection | None = Field(None, description="Bundled task that builds the base model and data; empty for your own.")
     sft: SFTConfig = Field(default_factory=SFTConfig)
     rm: RewardConfig = Field(default_factory=RewardConfig)

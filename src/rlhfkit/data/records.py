@@ -321,6 +321,8 @@ def load_records(source: str | Path, kind: str) -> list:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     parse = _PARSERS[kind]
     src = str(source)
+    if Path(src).is_dir():
+        raise DataError(src, 0, None, "is a directory; give a .jsonl file (or a file/dataset name `datasets` reads)")
     if src.lower().endswith(".jsonl"):
         return _read_jsonl(src, parse)
     try:

@@ -53,6 +53,8 @@ class ModelLoadError(ValueError):
 
 
 HEAD_NAMES = ("score", "classifier", "lm_head")  # task heads: present in one model class, absent in another
+# Without one of these, AutoTokenizer builds an *empty* tokenizer from config.json alone (1 token).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json")
 
 
@@ -104,9 +106,16 @@ def _check_loading_info(info: dict, path: str, where: str, expected_missing: str
                                  f"{label} the checkpoint ({shown}); the model would start from random values there")
 
 
+def _require_tokenizer_files(source: str, where: str) -> None:
+    if Path(source).is_dir() and not any((Path(source) / name).exists() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{where}: no tokenizer in {source} (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer "
+                             "next to the model, or set the section's `tokenizer`")
+
+
 def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:
     """The section's tokenizer (or the model's own), with a dedicated pad token."""
     source = section.tokenizer or _require_path(section, where)
+    _require_tokenizer_files(source, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=section.trust_remote_code)
     except (OSError, ValueError) as err:
@@ -152,8 +161,12 @@ def load_causal_lm(section: ModelSection, tokenizer: PreTrainedTokenizerBase, wh
     return _finish(model, tokenizer)
 
 
-def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, where: str) -> PreTrainedModel:
+def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, where: str,
+                      fresh_head: bool = True) -> PreTrainedModel:
     """A scalar-head model (`num_labels=1`); from a causal LM the head is freshly initialised.
+
+    `fresh_head=False` (a reward model PPO scores with): a checkpoint without a trained score head
+    is a ModelLoadError, since a random head would be a random reward.
 
     The head is re-initialised as N(0, 1/sqrt(d+1)) with zero bias (N+ detail 9) when the
     checkpoint has no trained score head, i.e. when we start from an SFT/base causal LM.
@@ -165,6 +178,9 @@ def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase,
     prefix = _head_prefix(model, head)
     _check_loading_info(info, path, where, expected_missing=prefix)
     fresh = any(k.startswith(prefix) for k in info.get("missing_keys", []))
+    if fresh and not fresh_head:
+        raise ModelLoadError(f"{where}: {path} has no trained score head (it is not a reward model); scoring with a "
+                             "random head would be a random reward: train one with `rlhfkit rm`")
     if fresh:
         _say_fresh_head(where, path)
     if fresh and isinstance(head, nn.Linear):
@@ -241,3 +257,4 @@ def check_model_source(section: ModelSection, where: str) -> None:
     looks_local = path.startswith((".", "/", "~")) or Path(path).exists() or path.count("/") > 1
     if looks_local and not Path(path).expanduser().is_dir():
         raise ModelLoadError(f"{where}.name_or_path: {path!r} is not a directory (and not a hub name)")
+    _require_tokenizer_files(section.tokenizer or path, where)

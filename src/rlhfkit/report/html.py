@@ -576,7 +576,8 @@ def report_command(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is not a run directory (it does not exist)")
+        why = "it is a file" if run_dir.exists() else "it does not exist"
+        raise ConfigError(f"{run_dir} is not a run directory ({why})")
     if not any((run_dir / name).exists() for name in ("summary.json", "config.yaml", *STAGES, "eval")):
         raise ConfigError(f"{run_dir} does not look like an rlhfkit run directory (no summary.json, config.yaml or stage folders)")
     path = write_report(run_dir)

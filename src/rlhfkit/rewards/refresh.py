@@ -27,6 +27,7 @@ stream is the same with and without it (until the new reward changes the policy)
 from __future__ import annotations
 
 import json
+import os
 import random
 import zlib
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import RunConfig
 from rlhfkit.data.records import load_records
 from rlhfkit.rewards.sources import import_function
+
+STAGE_DIR_TOKEN = "{stage_dir}"
 
 Labeler = Callable[[list[str], list[str], list[str]], Sequence["bool | None"]]
 PairSampler = Callable[[list[int]], tuple[list[str], list[str], list[str]]]
@@ -123,11 +126,17 @@ class RewardRefresher:
         return every is not None and iteration % every == 0 and iteration < self.cfg.ppo.num_iterations
 
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "model_paths": self.model_paths, "pending_iteration": self.pending_iteration}
+        # Refreshed members live under the stage directory: stored relative to it, so a moved run resumes.
+        stage_dir = os.path.realpath(self.dir.parent)
+        paths = [os.path.join(STAGE_DIR_TOKEN, os.path.relpath(os.path.realpath(p), stage_dir))
+                 if os.path.realpath(p).startswith(stage_dir + os.sep) else p for p in self.model_paths]
+        return {"round": self.round, "model_paths": paths, "pending_iteration": self.pending_iteration}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.round = int(state["round"])
-        self.model_paths = list(state["model_paths"])
+        prefix = STAGE_DIR_TOKEN + os.sep
+        self.model_paths = [str(self.dir.parent / p.removeprefix(prefix)) if p.startswith(prefix) else p
+                            for p in state["model_paths"]]
         self.pending_iteration = state.get("pending_iteration")
 
     def _round_dir(self, k: int) -> Path:

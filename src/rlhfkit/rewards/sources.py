@@ -114,7 +114,7 @@ class RewardModelEnsemble:
             section = ModelSection(name_or_path=path, dtype=dtype)
             where = f"ppo.reward.model_paths[{i}]"
             tokenizer = load_tokenizer(section, where)
-            model = freeze(disable_dropout(load_reward_model(section, tokenizer, where))).to(device)
+            model = freeze(disable_dropout(load_reward_model(section, tokenizer, where, fresh_head=False))).to(device)
             mean = float(getattr(model.config, "rlhfkit_score_mean", 0.0))
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
             shared = policy_tokenizer is not None and same_vocabulary(tokenizer, policy_tokenizer)
@@ -124,7 +124,10 @@ class RewardModelEnsemble:
             self.members.append(RewardMember(model, tokenizer, mean, std, shared))
 
     def _text_rows(self, tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
-        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
+        def encode(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
         return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
 
     @torch.no_grad()

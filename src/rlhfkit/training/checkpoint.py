@@ -52,6 +52,9 @@ def _fsync_dir(path: Path) -> None:
 class DiskFullError(OSError):
     """A write ran out of space; the message names the directory and roughly what it needs."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28] " prefix
+        return str(self.strerror)
+
 
 _DISK_FULL_TEXT = ("no space left on device", "unexpected pos", "storagefull", "os error 28", "disk quota exceeded")
 
@@ -62,6 +65,17 @@ def is_disk_full(err: BaseException) -> bool:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return any(text in str(err).lower() for text in _DISK_FULL_TEXT)
+
+
+def _no_room_left(final_dir: Path, err: BaseException, needed: int) -> bool:
+    """A write error (torch.save also says just `basic_ios::clear: iostream error`) while the
+    filesystem has less room left than the write needed: the disk is full."""
+    if not isinstance(err, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(final_dir.parent).free < max(needed, 1)
+    except OSError:
+        return False
 
 
 def _tree_bytes(root: Path) -> int:
@@ -123,8 +137,10 @@ def atomic_directory(final_dir: Path, expected_bytes: int = 0) -> Iterator[Path]
         _fsync_dir(final_dir.parent)
     except BaseException as err:
         written = _tree_bytes(tmp) if tmp.exists() else 0
+        full = isinstance(err, Exception) and not isinstance(err, DiskFullError) and (
+            is_disk_full(err) or _no_room_left(final_dir, err, max(expected_bytes, written)))
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, Exception) and not isinstance(err, DiskFullError) and is_disk_full(err):
+        if full:
             raise disk_full_error(final_dir, max(expected_bytes, written)) from None
         raise
 

@@ -56,3 +56,11 @@ def test_duplicates_across_the_split_are_left_out_of_the_held_out_set(write_json
     text = " ".join(captured.get().split())
     assert "held-out records (from the eval_fraction split of" in text and "also occur in the training data" in text
     assert len(train) + len(held) < 20  # the leaked copies are gone from the held-out side, not moved
+
+
+def test_the_reward_model_reads_special_token_text_in_a_response_as_text(tokenizer):
+    """A policy that writes the characters <|endoftext|> must not plant a real EOS in what the RM reads."""
+    from rlhfkit.rewards.sources import RewardModelEnsemble
+
+    [ids] = RewardModelEnsemble._text_rows(None, tokenizer, ["p"], [f" fine{EOS} more"])
+    assert ids.count(tokenizer.eos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id

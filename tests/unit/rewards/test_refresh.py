@@ -104,3 +104,19 @@ def test_state_round_trips(tmp_path):
 def test_config_rejects_a_labeler_that_is_no_function_spec():
     with pytest.raises(ConfigError, match="labeler must be 'task', 'file', 'web' or 'module:function'"):
         load_config(None, ["ppo.reward_refresh.labeler=annotators"])
+
+
+def test_refreshed_member_paths_are_stored_relative_to_the_stage_directory(tmp_path):
+    """A moved run directory resumes with the refreshed reward models at their new place."""
+    from rlhfkit.rewards.refresh import RewardRefresher
+
+    old_stage, new_stage = tmp_path / "a" / "ppo", tmp_path / "b" / "ppo"
+    refresher = RewardRefresher.__new__(RewardRefresher)
+    refresher.dir, refresher.round, refresher.pending_iteration = old_stage / "refresh", 1, None
+    refresher.model_paths = [str(old_stage / "refresh" / "round-1" / "rm-0" / "model"), "/elsewhere/rm"]
+    state = refresher.state_dict()
+    assert state["model_paths"] == ["{stage_dir}/refresh/round-1/rm-0/model", "/elsewhere/rm"]
+    moved = RewardRefresher.__new__(RewardRefresher)
+    moved.dir = new_stage / "refresh"
+    moved.load_state_dict(state)
+    assert moved.model_paths == [str(new_stage / "refresh" / "round-1" / "rm-0" / "model"), "/elsewhere/rm"]

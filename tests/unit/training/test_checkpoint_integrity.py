@@ -124,3 +124,24 @@ def test_disk_full_in_any_atomic_write(tmp_path):
     with pytest.raises(ValueError, match="unrelated"):  # other failures pass through unchanged
         with atomic_directory(tmp_path / "final"):
             raise ValueError("unrelated")
+
+
+def test_a_vague_write_error_with_no_room_left_is_a_full_disk(tmp_path, monkeypatch):
+    """On a real 1 MB tmpfs torch.save also reported only `basic_ios::clear: iostream error`: with the
+    filesystem out of room that is a full disk; with room to spare it is some other error, passed on."""
+    import shutil
+    from collections import namedtuple
+
+    def vague(*args, **kwargs):
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    usage = namedtuple("usage", "total used free")
+    t = Trainer(tmp_path)
+    t.step()
+    monkeypatch.setattr(checkpoint_module.torch, "save", vague)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 100, 100))
+    with pytest.raises(DiskFullError, match="no space left on device writing"):
+        t.ckpt.save(1, {})
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
+    with pytest.raises(RuntimeError, match="iostream error"):
+        t.ckpt.save(1, {})

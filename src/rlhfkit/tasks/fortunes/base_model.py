@@ -91,7 +91,12 @@ class BaseModelSpec:
 def default_cache_dir() -> Path:
     """`$RLHFKIT_CACHE` if set, else `~/.cache/rlhfkit`."""
     env = os.environ.get("RLHFKIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rlhfkit"
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "rlhfkit"
+    if path.exists() and not path.is_dir():
+        from rlhfkit.config.load import ConfigError
+
+        raise ConfigError(f"RLHFKIT_CACHE={path} is a file, not a directory: point it at a directory for the cached base model")
+    return path
 
 
 def pretrain_texts(spec: BaseModelSpec) -> tuple[list[str], list[str]]:
