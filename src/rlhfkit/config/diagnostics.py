@@ -63,7 +63,8 @@ class EarlyStoppingSection(Section):
     def _known_metric(cls, metric: str | None) -> str | None:
         """A misspelt metric would never improve and silently stop training early: refuse it."""
         known = {value for name, value in vars(M).items() if name.isupper()}
-        if metric is not None and metric not in known:
+        occasional = ("eval/", "refresh/")  # groups logged by evaluations and RM refreshes, not every iteration
+        if metric is not None and metric not in known and not metric.startswith(occasional):
             groups = sorted({name.split("/")[0] for name in known if "/" in name})
             raise ValueError(f"unknown PPO metric {metric!r}; metrics PPO logs are group/name with group in "
                              f"{', '.join(groups)} (e.g. {M.GOLD_SCORE}, {M.RLHF_REWARD}; docs/ppo.md lists them)")
