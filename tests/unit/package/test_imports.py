@@ -8,6 +8,7 @@ only the top-level `import` / `from … import` statements of each module are ed
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,12 +85,15 @@ def test_a_deliberate_cycle_is_found():
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():
+    """One interpreter per module (two at a time: the machine has two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def import_alone(name: str) -> str | None:
+        done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return None if done.returncode == 0 else f"{name}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+
     names = [n for n in _modules() if not n.endswith("__main__")]
-    script = ("import importlib, subprocess, sys\n"
-              "bad = []\n"
-              "for name in sys.argv[1:]:\n"
-              "    r = subprocess.run([sys.executable, '-c', f'import {name}'], capture_output=True, text=True)\n"
-              "    if r.returncode: bad.append(name + ': ' + r.stderr.strip().splitlines()[-1])\n"
-              "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n")
-    done = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failures = [f for f in pool.map(import_alone, names) if f is not None]
+    assert not failures, "\n".join(failures)
