@@ -57,7 +57,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _fail(message: str, code: int = 2) -> None:
     from rlhfkit.training.progress import console
 
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: messages quote paths, data and install hints like 'rlhfkit[peft]', which rich would eat as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
 
 

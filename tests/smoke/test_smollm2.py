@@ -125,7 +125,7 @@ def _chat_prefs(path: Path, n: int) -> Path:
 
 @needs_smollm2
 def test_sft_and_rm_train_on_the_real_model_through_the_cli(tmp_path, smollm2_dir):
-    """The path a user runs: `rlhfkit sft` then `rlhfkit rm` on the bundled model, 2 steps each."""
+    """The path a user runs: `rlhfkit sft` then `rlhfkit rm` (with LoRA) on the bundled model, 2 steps each."""
     tiny = ["--set", "sft.optim.max_steps=2", "--set", "sft.optim.batch_size=2", "--set", "sft.data.max_length=48",
             "--set", "sft.logging.progress=false", "--set", "sft.data.eval_fraction=0"]
     out = tmp_path / "run"
@@ -141,7 +141,8 @@ def test_sft_and_rm_train_on_the_real_model_through_the_cli(tmp_path, smollm2_di
 
     rm_args = [a.replace("sft.", "rm.") for a in tiny]
     result = CliRunner().invoke(app, ["rm", "-o", str(out), "--set", f"rm.model.name_or_path={sft_model}",
-                                      "--set", f"rm.data.path={_chat_prefs(tmp_path / 'prefs.jsonl', 8)}", *rm_args])
+                                      "--set", f"rm.data.path={_chat_prefs(tmp_path / 'prefs.jsonl', 8)}",
+                                      "--set", "rm.lora.r=8", *rm_args])  # LoRA (q_proj, v_proj) + the score head
     assert result.exit_code == 0, result.output
     rm = AutoModelForSequenceClassification.from_pretrained(out / "rm" / "model")
     assert rm.config.num_labels == 1 and rm.config.pad_token_id != rm.config.eos_token_id

@@ -37,6 +37,22 @@ class CheckpointSection(Section):
     )
 
 
+class LoRASection(Section):
+    """LoRA adapters (needs `pip install 'rlhfkit[peft]'`): only they train, and the stage saves its model with them merged.
+    In PPO the reference becomes the policy with adapters off."""
+
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.0, description="Adapter dropout; must stay 0.0 (dropout off keeps the first PPO ratio exactly 1).")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt; empty: peft's default for the architecture.")
+
+    @model_validator(mode="after")
+    def _no_dropout(self) -> "LoRASection":
+        if self.dropout != 0.0:
+            raise ValueError(f"lora.dropout must be 0.0 (dropout off in every RL model, N+ detail 6), got {self.dropout}")
+        return self
+
+
 class SFTConfig(Section):
     """Stage 1: supervised fine-tuning with a completion-only loss."""
 
@@ -49,6 +65,7 @@ class SFTConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Resumable checkpoints, NaN/Inf guard.")
     packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
+    lora: LoRASection | None = Field(None, description="Train LoRA adapters instead of all weights; saved merged.")
 
 
 class RewardConfig(Section):
@@ -72,6 +89,9 @@ class RewardConfig(Section):
         1, ge=1, le=8,
         description="`rlhfkit run` trains this many reward models (seeds seed, seed+1, …: different head "
         "init and data order) and PPO combines them by ppo.reward.ensemble (Coste et al. 2023).",
+    )
+    lora: LoRASection | None = Field(
+        None, description="Train LoRA adapters and the score head instead of all weights; saved merged.",
     )
 
 
@@ -115,21 +135,6 @@ class RewardSourceSection(Section):
             raise ValueError("give either reward.model_paths or reward.callable, not both")
         if self.callable and ":" not in self.callable:
             raise ValueError(f"reward.callable must look like 'module:function', got {self.callable!r}")
-        return self
-
-
-class LoRASection(Section):
-    """LoRA adapters on the policy (needs `pip install 'rlhfkit[peft]'`); the reference becomes the policy with adapters off."""
-
-    r: int = Field(8, gt=0, description="Adapter rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
-    dropout: float = Field(0.0, description="Adapter dropout; must stay 0.0 (dropout off keeps the first PPO ratio exactly 1).")
-    target_modules: list[str] | None = Field(None, description="Module names to adapt; empty: peft's default for the architecture.")
-
-    @model_validator(mode="after")
-    def _no_dropout(self) -> "LoRASection":
-        if self.dropout != 0.0:
-            raise ValueError(f"ppo.lora.dropout must be 0.0 (dropout off in every RL model, N+ detail 6), got {self.dropout}")
         return self
 
 
