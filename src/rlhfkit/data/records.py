@@ -15,7 +15,7 @@ optional ``margin`` only.
 The prompt/response form is raw completion text: the model sees ``prompt + response``
 exactly as written, so put your own separator (a space, a newline) in the data. In the chat
 form the last message must come from the assistant: it is the response, and the messages
-before it (at least one) are the prompt. Roles are ``system``, ``user`` and ``assistant``.
+before it (at least one) are the prompt. SFT learns every assistant turn, earlier ones too. Roles are ``system``, ``user`` and ``assistant``.
 How either form becomes text is described in ``rlhfkit.data.templates``.
 
 **preferences** (reward model):

@@ -11,7 +11,10 @@ at the EOS, the last non-pad token (N+ details 2 and 11). PAD must differ from E
 (`ensure_pad_token`). Otherwise EOS would be masked as padding (N+ detail 4).
 
 **SFT labels.** Prompt positions are labelled -100 (completion-only loss). Response tokens
-and the EOS are labelled with their own ids. The model shifts labels internally.
+and the EOS are labelled with their own ids, and so are the tokens of every earlier assistant
+turn of a chat record (`render_prompt_segments`): the loss covers every assistant turn. Each
+segment is tokenized on its own, so turn boundaries are exact too. The model shifts labels
+internally.
 
 **Truncation** to ``max_length`` tokens (prompt + response + EOS):
 
@@ -50,7 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlhfkit.data.records import InstructionExample, PreferenceExample, PromptExample
-from rlhfkit.data.templates import render_chat_response, render_prompt
+from rlhfkit.data.templates import render_chat_response, render_prompt, render_prompt_segments
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -126,14 +129,19 @@ def tokenize_sft(
     out = []
     for example in examples:
         stats.total += 1
-        prompt = _encode(tokenizer, render_prompt(tokenizer, example))
+        prompt, prompt_labels = [], []
+        for text, learned in render_prompt_segments(tokenizer, example):
+            ids = _encode(tokenizer, text)
+            prompt += ids
+            prompt_labels += ids if learned else [IGNORE_INDEX] * len(ids)
         response = _encode(tokenizer, render_chat_response(tokenizer, example)) + [eos]
-        prompt, (response,), cut = _fit(prompt, [response], max_length)
+        kept, (response,), cut = _fit(prompt, [response], max_length)
         if not response:
             stats.dropped += 1
             continue
         stats.truncated += cut
-        out.append({"input_ids": prompt + response, "labels": [IGNORE_INDEX] * len(prompt) + response})
+        prompt_labels = prompt_labels[len(prompt) - len(kept):]  # the prompt is cut from the left only
+        out.append({"input_ids": kept + response, "labels": prompt_labels + response})
     return out
 
 
