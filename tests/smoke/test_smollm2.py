@@ -118,7 +118,9 @@ def _chat_sft(path: Path, n: int) -> Path:
 
 
 def _chat_prefs(path: Path, n: int) -> Path:
-    rows = [{"prompt": f"What is {i} plus one?", "chosen": f" {i + 1}.", "rejected": " I do not know."} for i in range(n)]
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus one?"}],
+             "chosen": [{"role": "assistant", "content": f"{i + 1}."}],
+             "rejected": [{"role": "assistant", "content": "I do not know."}]} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

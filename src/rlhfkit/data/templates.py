@@ -1,11 +1,12 @@
 """How records become text: the prompt the model reads and the response it learns to write.
 
-**Prompt/response records** (``{"prompt", "response"}``, preferences, ``{"prompt"}``) are a
+**Prompt/response records** (``{"prompt", "response"}``, string preferences, ``{"prompt"}``) are a
 raw completion format. The prompt is used verbatim and the response continues it verbatim:
 no separator, role marker or special token is added. Put your own separator in the data
 (``"Q: 2+2?\\nA:"`` followed by ``" 4"``). The bundled default task uses this form.
 
-**Chat records** (``{"messages": [...]}``):
+**Chat records** (``{"messages": [...]}``, and conversational preferences, whose chosen and
+rejected replies are each rendered as the assistant's response to the prompt messages):
 
 * If the tokenizer has a chat template (``tokenizer.chat_template`` is set), the prompt is
   ``tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)``.
@@ -55,8 +56,8 @@ def render_plain(messages: list[dict]) -> str:
 
 
 def _prompt_messages(example: Example) -> list[dict] | None:
-    if isinstance(example, PreferenceExample) or example.messages is None:
-        return None  # preferences have no chat form
+    if example.messages is None:
+        return None
     return example.messages[:-1] if isinstance(example, InstructionExample) else example.messages
 
 
@@ -81,6 +82,17 @@ def render_chat_response(tokenizer: PreTrainedTokenizerBase, example: Instructio
     if eos and tail.rstrip().endswith(eos):
         tail = tail.rstrip()[: -len(eos)]
     return tail
+
+
+def render_preference_responses(tokenizer: PreTrainedTokenizerBase, example: PreferenceExample) -> tuple[str, str]:
+    """(chosen, rejected) texts, each without the appended EOS: verbatim for the string form; for the
+    chat form what the template writes for that assistant reply, as for an SFT response."""
+    if example.messages is None:
+        return example.chosen, example.rejected
+    return tuple(  # type: ignore[return-value]
+        render_chat_response(tokenizer, InstructionExample(
+            prompt=None, response=reply, messages=[*example.messages, {"role": "assistant", "content": reply}]))
+        for reply in (example.chosen, example.rejected))
 
 
 def _render_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool) -> str:

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlhfkit.data.records import InstructionExample, PreferenceExample, PromptExample
-from rlhfkit.data.templates import render_chat_response, render_prompt, render_prompt_segments
+from rlhfkit.data.templates import render_chat_response, render_preference_responses, render_prompt, render_prompt_segments
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -173,8 +173,9 @@ def tokenize_preferences(
     for example in examples:
         stats.total += 1
         prompt = _encode(tokenizer, render_prompt(tokenizer, example))
-        chosen = _encode(tokenizer, example.chosen) + [eos]
-        rejected = _encode(tokenizer, example.rejected) + [eos]
+        chosen_text, rejected_text = render_preference_responses(tokenizer, example)
+        chosen = _encode(tokenizer, chosen_text) + [eos]
+        rejected = _encode(tokenizer, rejected_text) + [eos]
         prompt, (chosen, rejected), cut = _fit(prompt, [chosen, rejected], max_length)
         if chosen == rejected:  # cut to the same tokens (or to nothing): no preference left
             stats.dropped += 1
