@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlhfkit-installed
 
-.PHONY: run quick test bench clean
+.PHONY: run quick test bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ quick: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+docs: $(STAMP)  # docs/config.md and docs/data.md, generated from the code (a test checks they are current)
+	$(BIN)/python -m rlhfkit.config.docs
+	$(BIN)/python -m rlhfkit.data.docs
 
 bench: $(STAMP)
 	$(BIN)/python bench/ppo_throughput.py

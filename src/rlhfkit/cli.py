@@ -3,6 +3,7 @@
     rlhfkit run                      # the bundled default task, all three stages, report
     rlhfkit run --config my.yaml     # your models and data
     rlhfkit sft|rm|ppo --config my.yaml --set sft.optim.learning_rate=3e-5
+    rlhfkit config [SECTION]         # every key, type, default, description (= docs/config.md)
 
 Every user mistake (config, data, model path, a failing reward callable) ends in one red line
 naming what and where, exit code 2, before any training starts when it can be known then.
@@ -228,6 +229,19 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (finish
 
     try:
         report_command(run_dir)
+    except _user_errors() as err:
+        _fail(str(err))
+
+
+@app.command("config")
+def config_command(
+    section: Annotated[Optional[str], typer.Argument(help="A section, e.g. ppo or ppo.kl; empty: every section.")] = None,
+) -> None:
+    """Every config key with its type, default and description (the same as docs/config.md)."""
+    from rlhfkit.config.docs import print_config
+
+    try:
+        print_config(section)
     except _user_errors() as err:
         _fail(str(err))
 
