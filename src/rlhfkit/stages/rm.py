@@ -122,7 +122,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return _evaluate_pairs(model, eval_batches, accelerator.device)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard) as writer:
+    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.report_to) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=rm.optim, logging=rm.logging, writer=writer,

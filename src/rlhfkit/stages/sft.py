@@ -95,7 +95,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     # 4. Train (resumable, checkpoints in STAGE/checkpoints); 5. evaluate before, along the way and at the end.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.tensorboard) as writer:
+    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.report_to) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
             evaluate=evaluate, optim=sft.optim, logging=sft.logging, writer=writer,
