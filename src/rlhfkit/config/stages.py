@@ -31,6 +31,11 @@ class CheckpointSection(Section):
         "checkpoints; empty: only at the end of the stage and when SIGINT/SIGTERM stops it.",
     )
     keep_last: int = Field(2, ge=1, description="Resumable checkpoints kept; older ones are deleted after each save.")
+    keep_when_finished: bool = Field(
+        False,
+        description="Keep STAGE/checkpoints/ (weights again plus the optimizer state, 3× the model) once the stage "
+        "has finished; by default they are deleted then, and the final model stays.",
+    )
     max_consecutive_faults: int = Field(
         3, ge=1,
         description="Stop after this many updates in a row were skipped for a NaN/Inf loss, logprob, value or reward.",

@@ -147,5 +147,5 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         **initial, **result.last_train, **result.last_eval, "reference/score_mean": mean, "reference/score_std": std})
     if accelerator.is_main_process:
         save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint)
-        mark_finished(stage_dir, output)
+        mark_finished(stage_dir, output, drop_checkpoints=not rm.checkpoint.keep_when_finished)
     return output

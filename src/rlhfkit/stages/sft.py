@@ -109,5 +109,5 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     output = StageOutput(checkpoint=stage_dir / "model", metrics={**initial, **result.last_train, **result.last_eval})
     if accelerator.is_main_process:
         save_pretrained_atomic(merged(accelerator.unwrap_model(model), in_place=True), tokenizer, output.checkpoint)
-        mark_finished(stage_dir, output)
+        mark_finished(stage_dir, output, drop_checkpoints=not sft.checkpoint.keep_when_finished)
     return output
