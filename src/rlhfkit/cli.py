@@ -188,6 +188,8 @@ def run(
     overwrite: OverwriteOpt = False,
     quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (under a minute on 2 CPU cores).")] = False,
     resume: ResumeOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A bundled preset by name: default, quick, "
+                      "assistant-quick (SmolLM2-135M-Instruct at toy scale).")] = None,
 ) -> None:
     """All three stages, then evaluation and report.html. No --config: the bundled default task."""
     from rlhfkit.config.load import default_config_path
@@ -198,12 +200,12 @@ def run(
         with _stopping_cleanly("run", lambda: run_dir):
             if resume is not None:
                 cfg = _resume_config(resume, ("config.yaml",), set, config=config, output_dir=output_dir,
-                                     overwrite=overwrite, quick=quick)
+                                     overwrite=overwrite, quick=quick, preset=preset)
                 run_dir = resume
             else:
-                if config is not None and quick:
-                    raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
-                path = config if config is not None else default_config_path("quick" if quick else "default")
+                if sum((config is not None, quick, preset is not None)) > 1:
+                    raise ConfigError("--config, --quick and --preset each choose the config: give one of them")
+                path = config if config is not None else default_config_path(preset or ("quick" if quick else "default"))
                 cfg = _load(path, set, output_dir)
                 run_dir = resolve_output_dir(cfg)
                 if run_dir.exists() and any(run_dir.iterdir()):

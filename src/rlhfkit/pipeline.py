@@ -49,7 +49,7 @@ def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
 def validate_run(cfg: RunConfig) -> None:
     """Check every user-supplied file and model path before the first stage starts."""
     if "ppo" in cfg.stages:
-        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None)
+        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None and cfg.task.name == "fortunes")
     if cfg.task is not None:
         return  # the task makes its own data; its package is checked when it loads
     if "sft" in cfg.stages:
@@ -109,9 +109,12 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times}
     task = None
     if cfg.task is not None:
-        from rlhfkit.tasks.fortunes.task import FortunesTask
+        if cfg.task.name == "assistant":
+            from rlhfkit.tasks.assistant.task import AssistantTask as Task
+        else:
+            from rlhfkit.tasks.fortunes.task import FortunesTask as Task
 
-        task = FortunesTask(cfg.task, run_dir / "task", seed=cfg.seed)
+        task = Task(cfg.task, run_dir / "task", seed=cfg.seed)
         prepared = timer.run("task", task.prepare)
         cfg = _with(cfg, "sft.model.name_or_path", str(prepared.base_model))
         cfg = _with(cfg, "sft.data.path", str(prepared.sft_path))

@@ -241,10 +241,12 @@ class EvalSection(Section):
 
 
 class TaskSection(Section):
-    """The bundled default task (`rlhfkit run` with no config): upbeat fortune cookies."""
+    """A bundled task: upbeat fortune cookies (`rlhfkit run` with no config) or the SmolLM2 assistant (`--preset assistant`)."""
 
-    name: Literal["fortunes"] = Field("fortunes", description="Bundled task.")
-    base_model: Literal["default", "quick"] = Field("default", description="Which locally pretrained base model to build/reuse.")
+    name: Literal["fortunes", "assistant"] = Field(
+        "fortunes", description="Bundled task: fortunes (a locally pretrained GPT-2) or assistant (SmolLM2-135M-Instruct, chat).")
+    base_model: Literal["default", "quick"] = Field(
+        "default", description="fortunes: which locally pretrained base model to build/reuse (assistant: unused).")
     num_sft_examples: int = Field(2000, gt=0, le=2000, description="SFT (prompt, response) pairs cut from the corpus (its SFT split holds 2000).")
     num_preference_pairs: int = Field(1024, gt=1, description="Response pairs sampled from the SFT model and labelled (10% held out).")
     num_annotators: int = Field(3, gt=0, description="Simulated annotators per pair (odd: majority vote).")
