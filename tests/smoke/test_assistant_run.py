@@ -45,3 +45,10 @@ def test_assistant_quick_preset_runs_end_to_end_on_the_real_model(tmp_path):
     assert len(before) == 4 and all(0.0 <= r["gold"] <= 1.0 for r in before)
     assert "<|im_start|>user" in before[0]["prompt"]  # the model's own chat template
     assert (out / "report.html").is_file()
+
+
+def test_preset_quick_and_config_are_exclusive(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--quick", "--preset", "assistant-quick", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "give one of them" in result.output
+    result = CliRunner().invoke(app, ["run", "--preset", "nope", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "no such bundled preset" in result.output and not (tmp_path / "run").exists()
