@@ -76,12 +76,12 @@ def test_resolved_config_round_trips(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["ppo"]["kl"]["target"] == 3
 
 
-@pytest.mark.parametrize("name", ["default", "quick", "assistant-quick"])
+@pytest.mark.parametrize("name", ["default", "quick", "assistant", "assistant-quick"])
 def test_bundled_presets_validate(name):
     cfg = load_config(default_config_path(name))
     assert cfg.task is not None and cfg.stages == ["sft", "rm", "ppo"]
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(ConfigError, match=r"--preset nope: no such bundled preset \(known: assistant-quick, default, quick\)"):
+    with pytest.raises(ConfigError, match=r"--preset nope: no such bundled preset \(known: assistant, assistant-quick, default, quick\)"):
         default_config_path("nope")
