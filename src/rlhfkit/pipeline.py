@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from rlhfkit.config.load import ConfigError, save_resolved
 from rlhfkit.config.sections import ModelSection
@@ -50,7 +51,7 @@ def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
 def validate_run(cfg: RunConfig) -> None:
     """Check every user-supplied file and model path before the first stage starts."""
     if "ppo" in cfg.stages:
-        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None)
+        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None and cfg.task.name == "fortunes")
     if cfg.task is not None:
         from rlhfkit.tasks.fortunes.base_model import default_cache_dir
 
@@ -58,18 +59,33 @@ def validate_run(cfg: RunConfig) -> None:
         return  # the task makes its own data; its package is checked when it loads
     if "sft" in cfg.stages:
         sft_stage.validate(cfg)
+    pairs: list = []
     if "rm" in cfg.stages:
-        rm_stage.read_preference_data(cfg.rm, cfg.seed)
+        pairs = rm_stage.read_preference_data(cfg.rm, cfg.seed)[0]
         if cfg.rm.model.name_or_path or "sft" not in cfg.stages:
             check_model_source(cfg.rm.model, "rm.model")
     if "ppo" in cfg.stages:
         if not cfg.ppo.data.path:
             raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
-        load_records(cfg.ppo.data.path, "prompts")
+        _warn_on_mixed_forms(cfg, pairs, load_records(cfg.ppo.data.path, "prompts"))
         if cfg.ppo.policy.name_or_path or "sft" not in cfg.stages:
             check_model_source(cfg.ppo.policy, "ppo.policy")
         if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable) and "rm" not in cfg.stages:
             raise ConfigError("ppo.reward: give model_paths or callable (no rm stage in this run)")
+
+
+def _warn_on_mixed_forms(cfg: RunConfig, pairs: list, prompts: list) -> None:
+    """Chat prompts are rendered with the chat template; string preferences are not. An RM trained on
+    one form and asked by PPO to score the other reads text it never saw: say so before any work."""
+    if not pairs or not prompts:
+        return
+    chat_pairs, chat_prompts = pairs[0].messages is not None, prompts[0].messages is not None
+    if chat_pairs != chat_prompts:
+        form = {True: "chat (messages)", False: "plain-string"}
+        console.print(f"[yellow]warning:[/] {escape(cfg.rm.data.path)} holds {form[chat_pairs]} preferences but "
+                      f"{escape(cfg.ppo.data.path)} {form[chat_prompts]} prompts: the reward model is trained on text "
+                      "rendered differently from what PPO asks it to score; give both in the same form "
+                      "(docs: rlhfkit.data.records)", soft_wrap=True, highlight=False)
 
 
 class Timer:
@@ -102,9 +118,12 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "wall_time": timer.times, "environment": environment()}
     task = None
     if cfg.task is not None:
-        from rlhfkit.tasks.fortunes.task import FortunesTask
+        if cfg.task.name == "assistant":
+            from rlhfkit.tasks.assistant.task import AssistantTask as Task
+        else:
+            from rlhfkit.tasks.fortunes.task import FortunesTask as Task
 
-        task = FortunesTask(cfg.task, run_dir / "task", seed=cfg.seed)
+        task = Task(cfg.task, run_dir / "task", seed=cfg.seed)
         prepared = main_first(lambda: timer.run("task", task.prepare))
         cfg = _with(cfg, "sft.model.name_or_path", str(prepared.base_model))
         cfg = _with(cfg, "sft.data.path", str(prepared.sft_path))

@@ -328,7 +328,7 @@ def test_consecutive_nans_stop_the_run_with_a_diagnostic(tmp_path, tiny_model_di
 def test_sft_nan_loss_voids_the_optimiser_step(tmp_path, tiny_model_dir, sft_file, monkeypatch):
     monkeypatch.setenv(INJECT_ENV, "loss@3")
     run_dir = tmp_path / "run"
-    result = cli(*sft_args(tiny_model_dir, sft_file), "-o", run_dir)
+    result = cli(*sft_args(tiny_model_dir, sft_file, "sft.checkpoint.keep_when_finished=true"), "-o", run_dir)
     assert result.exit_code == 0, result.output
     lines = read_metrics(run_dir / "sft" / "metrics.jsonl")
     assert [(m["tensor"], m["step"]) for m in lines if "fault" in m] == [("loss", 3)]

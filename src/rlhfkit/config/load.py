@@ -95,8 +95,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def default_config_path(name: str = "default") -> Path:
-    """Path of a preset shipped inside the package (`rlhfkit/presets/NAME.yaml`)."""
-    return Path(str(resources.files("rlhfkit") / "presets" / f"{name}.yaml"))
+    """Path of a preset shipped inside the package (`rlhfkit/presets/NAME.yaml`); ConfigError naming the
+    presets there when there is no such one."""
+    presets = Path(str(resources.files("rlhfkit") / "presets"))
+    path = presets / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in presets.glob("*.yaml")))
+        raise ConfigError(f"--preset {name}: no such bundled preset (known: {known})")
+    return path
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

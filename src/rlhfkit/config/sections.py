@@ -8,9 +8,9 @@ hyper-parameters. `extra="forbid"` everywhere: a misspelt key is an error, not a
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -78,8 +78,33 @@ class LoggingSection(Section):
 
     log_every: int = Field(10, gt=0, description="Optimiser steps between metric lines.")
     eval_every: int | None = Field(None, gt=0, description="Optimiser steps between evaluations; empty: at the end of each epoch.")
-    tensorboard: bool = Field(False, description="Also write TensorBoard events (needs rlhfkit[tensorboard]).")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Trackers that mirror metrics.jsonl: tensorboard (STAGE/tensorboard), wandb (offline unless "
+        "WANDB_API_KEY/WANDB_MODE say otherwise), mlflow (MLFLOW_TRACKING_URI or RUN_DIR/mlruns); each needs "
+        "pip install 'rlhfkit[NAME]'.",
+    )
+    tensorboard: bool = Field(False, description="Old spelling of report_to: [tensorboard]; true adds tensorboard to report_to.")
     progress: bool = Field(True, description="Show a live progress bar.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tensorboard") is True:
+            report_to = list(data.get("report_to") or [])
+            data = {**data, "report_to": report_to if "tensorboard" in report_to else [*report_to, "tensorboard"]}
+        return data
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed(cls, names: list[str]) -> list[str]:
+        from rlhfkit.training.trackers import install_hint, missing_packages
+
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a tracker twice: {names}")
+        for name in missing_packages(names):
+            raise ValueError(f"{name} needs its optional package: {install_hint(name)}")
+        return names
 
 
 def _check_accumulation(batch_size: int, micro: int, accum: int) -> None:

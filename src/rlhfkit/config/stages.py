@@ -31,10 +31,31 @@ class CheckpointSection(Section):
         "checkpoints; empty: only at the end of the stage and when SIGINT/SIGTERM stops it.",
     )
     keep_last: int = Field(2, ge=1, description="Resumable checkpoints kept; older ones are deleted after each save.")
+    keep_when_finished: bool = Field(
+        False,
+        description="Keep STAGE/checkpoints/ (weights again plus the optimizer state, 3× the model) once the stage "
+        "has finished; by default they are deleted then, and the final model stays.",
+    )
     max_consecutive_faults: int = Field(
         3, ge=1,
         description="Stop after this many updates in a row were skipped for a NaN/Inf loss, logprob, value or reward.",
     )
+
+
+class LoRASection(Section):
+    """LoRA adapters (needs `pip install 'rlhfkit[peft]'`): only they train, and the stage saves its model with them merged.
+    In PPO the reference becomes the policy with adapters off."""
+
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.0, description="Adapter dropout; must stay 0.0 (dropout off keeps the first PPO ratio exactly 1).")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt; empty: peft's default for the architecture.")
+
+    @model_validator(mode="after")
+    def _no_dropout(self) -> "LoRASection":
+        if self.dropout != 0.0:
+            raise ValueError(f"lora.dropout must be 0.0 (dropout off in every RL model, N+ detail 6), got {self.dropout}")
+        return self
 
 
 class SFTConfig(Section):
@@ -49,6 +70,7 @@ class SFTConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="Resumable checkpoints, NaN/Inf guard.")
     packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
+    lora: LoRASection | None = Field(None, description="Train LoRA adapters instead of all weights; saved merged.")
 
 
 class RewardConfig(Section):
@@ -72,6 +94,9 @@ class RewardConfig(Section):
         1, ge=1, le=8,
         description="`rlhfkit run` trains this many reward models (seeds seed, seed+1, …: different head "
         "init and data order) and PPO combines them by ppo.reward.ensemble (Coste et al. 2023).",
+    )
+    lora: LoRASection | None = Field(
+        None, description="Train LoRA adapters and the score head instead of all weights; saved merged.",
     )
 
 
@@ -116,21 +141,6 @@ class RewardSourceSection(Section):
             raise ValueError("give either reward.model_paths or reward.callable, not both")
         if self.callable and ":" not in self.callable:
             raise ValueError(f"reward.callable must look like 'module:function', got {self.callable!r}")
-        return self
-
-
-class LoRASection(Section):
-    """LoRA adapters on the policy (needs `pip install 'rlhfkit[peft]'`); the reference becomes the policy with adapters off."""
-
-    r: int = Field(8, gt=0, description="Adapter rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
-    dropout: float = Field(0.0, description="Adapter dropout; must stay 0.0 (dropout off keeps the first PPO ratio exactly 1).")
-    target_modules: list[str] | None = Field(None, description="Module names to adapt; empty: peft's default for the architecture.")
-
-    @model_validator(mode="after")
-    def _no_dropout(self) -> "LoRASection":
-        if self.dropout != 0.0:
-            raise ValueError(f"ppo.lora.dropout must be 0.0 (dropout off in every RL model, N+ detail 6), got {self.dropout}")
         return self
 
 
@@ -238,10 +248,12 @@ class EvalSection(Section):
 
 
 class TaskSection(Section):
-    """The bundled default task (`rlhfkit run` with no config): upbeat fortune cookies."""
+    """A bundled task: upbeat fortune cookies (`rlhfkit run` with no config) or the SmolLM2 assistant (`--preset assistant`)."""
 
-    name: Literal["fortunes"] = Field("fortunes", description="Bundled task.")
-    base_model: Literal["default", "quick"] = Field("default", description="Which locally pretrained base model to build/reuse.")
+    name: Literal["fortunes", "assistant"] = Field(
+        "fortunes", description="Bundled task: fortunes (a locally pretrained GPT-2) or assistant (SmolLM2-135M-Instruct, chat).")
+    base_model: Literal["default", "quick"] = Field(
+        "default", description="fortunes: which locally pretrained base model to build/reuse (assistant: unused).")
     num_sft_examples: int = Field(2000, gt=0, le=2000, description="SFT (prompt, response) pairs cut from the corpus (its SFT split holds 2000).")
     num_preference_pairs: int = Field(1024, gt=1, description="Response pairs sampled from the SFT model and labelled (10% held out).")
     num_annotators: int = Field(3, gt=0, description="Simulated annotators per pair (odd: majority vote).")

@@ -15,8 +15,12 @@ optional ``margin`` only.
 The prompt/response form is raw completion text: the model sees ``prompt + response``
 exactly as written, so put your own separator (a space, a newline) in the data. In the chat
 form the last message must come from the assistant: it is the response, and the messages
-before it (at least one) are the prompt. Roles are ``system``, ``user`` and ``assistant``.
+before it (at least one) are the prompt. SFT learns every assistant turn, earlier ones too. Roles are ``system``, ``user`` and ``assistant``.
 How either form becomes text is described in ``rlhfkit.data.templates``.
+
+TRL's SFT formats are read too: ``{"prompt": ..., "completion": ...}`` (strings, the same as
+prompt/response; or a message list and a one-assistant-message list, the same as ``messages``),
+and ``{"text": ...}``, language-modelling text learned whole (no prompt).
 
 **preferences** (reward model):
 
@@ -32,10 +36,22 @@ Bradley–Terry target instead of a hard 1:
 ``votes`` counts non-negative integers (``tie`` may be left out; ties count ½ each way) with
 at least one vote; ``p_chosen`` is the probability that ``chosen`` is preferred, in [0, 1].
 Given both, they must agree: p_chosen = (chosen + tie / 2) / (chosen + rejected + tie).
+optional; when given it must be a finite number. Also read (TRL's preference formats):
+
+- implicit prompt, hh-rlhf style: ``{"chosen": "<prompt> <reply>", "rejected": "<prompt> <other>"}``;
+  the prompt is the texts' common prefix cut back to the last whitespace in it, so each reply
+  starts at a word with its leading space;
+- conversational, explicit prompt: ``{"prompt": [messages], "chosen": [{"role": "assistant",
+  "content": ...}], "rejected": [...]}``;
+- conversational, implicit prompt: ``{"chosen": [messages..., reply], "rejected": [messages...,
+  other reply]}``, the same conversation up to the last (assistant) message.
+
+A conversational pair is rendered with the chat template, exactly as the policy's chat prompts are
+(``rlhfkit.data.templates``), so the reward model is trained on the text PPO will score.
 
 **prompts** (PPO rollouts and evaluation): ``{"prompt": "..."}``, or the chat form
-``{"messages": [...]}`` that stops before the assistant's reply (its last message must not
-come from the assistant).
+``{"messages": [...]}`` (or TRL's ``{"prompt": [messages]}``) that stops before the assistant's
+reply (its last message must not come from the assistant).
 
 Every text field must be a string with at least one non-whitespace character. A record
 may use the string form or the chat form, not both. Errors are raised as `DataError`, whose
@@ -78,11 +94,12 @@ class InstructionExample:
 class PreferenceExample:
     """One comparison: ``chosen`` is preferred to ``rejected`` as a continuation of ``prompt``."""
 
-    prompt: str
+    prompt: str | None
     chosen: str
     rejected: str
     margin: float | None = None
     p_chosen: float | None = None  # soft label: P(chosen preferred); None = a hard label (1)
+    messages: list[dict] | None = None  # chat form: the prompt's messages; chosen/rejected are assistant replies
 
 
 @dataclass(frozen=True)
@@ -190,14 +207,14 @@ def _soft_label(obj: dict) -> float | None:
     return float(value)
 
 
-def _messages(obj: dict, ends_with_response: bool) -> list[dict]:
-    value = obj["messages"]
+def _message_list(value: Any, field: str) -> list[dict]:
+    """A checked list of {role, content} messages (only those two keys kept)."""
     if not isinstance(value, list) or not value:
         got = _json_type(value) if value else "an empty array"
-        raise _FieldError("messages", f"must be a non-empty array of {{role, content}} objects, got {got}")
+        raise _FieldError(field, f"must be a non-empty array of {{role, content}} objects, got {got}")
     messages = []
     for i, message in enumerate(value):
-        where = f"messages[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(message, dict):
             raise _FieldError(where, f"must be an object with 'role' and 'content', got {_json_type(message)}")
         role = message.get("role")
@@ -206,12 +223,17 @@ def _messages(obj: dict, ends_with_response: bool) -> list[dict]:
             raise _FieldError(f"{where}.role", f"must be 'system', 'user' or 'assistant', got {shown}")
         # Only role and content are kept: chat templates receive exactly these two keys.
         messages.append({"role": role, "content": _text(message, "content", f"{where}.content")})
-    last = f"messages[{len(messages) - 1}].role"
+    return messages
+
+
+def _messages(obj: dict, ends_with_response: bool, field: str = "messages") -> list[dict]:
+    messages = _message_list(obj[field], field)
+    last = f"{field}[{len(messages) - 1}].role"
     if ends_with_response:
         if messages[-1]["role"] != "assistant":
             raise _FieldError(last, "the last message must come from the assistant (it is the response)")
         if len(messages) < 2:
-            raise _FieldError("messages", "needs at least one prompt message before the assistant's response")
+            raise _FieldError(field, "needs at least one prompt message before the assistant's response")
     elif messages[-1]["role"] == "assistant":
         raise _FieldError(last, "a prompt must not end with an assistant message (the policy writes that turn)")
     return messages
@@ -228,23 +250,106 @@ def _one_form(obj: dict, string_keys: tuple[str, ...]) -> bool:
 
 
 def _instruction(obj: dict) -> InstructionExample:
-    if _one_form(obj, ("prompt", "response")):
+    if _one_form(obj, ("prompt", "response", "completion", "text")):
         messages = _messages(obj, ends_with_response=True)
         return InstructionExample(prompt=None, response=messages[-1]["content"], messages=messages)
+    if "completion" in obj or "text" in obj:
+        return _trl_instruction(obj)
     return InstructionExample(prompt=_text(obj, "prompt"), response=_text(obj, "response"))
 
 
 def _preference(obj: dict) -> PreferenceExample:
-    prompt, chosen, rejected = _text(obj, "prompt"), _text(obj, "chosen"), _text(obj, "rejected")
+    prompt, messages, chosen, rejected = _preference_parts(obj)
     if chosen == rejected:
         raise _FieldError("rejected", "identical to 'chosen' (the pair carries no preference)")
-    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, margin=_margin(obj), p_chosen=_soft_label(obj))
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, margin=_margin(obj), p_chosen=_soft_label(obj),
+                             messages=messages)
 
 
 def _prompt(obj: dict) -> PromptExample:
     if _one_form(obj, ("prompt",)):
         return PromptExample(prompt=None, messages=_messages(obj, ends_with_response=False))
+    if isinstance(obj.get("prompt"), list):  # TRL's conversational prompt-only form
+        return PromptExample(prompt=None, messages=_messages(obj, ends_with_response=False, field="prompt"))
     return PromptExample(prompt=_text(obj, "prompt"))
+
+
+# ---------------------------------------------------------------- TRL's dataset formats
+
+
+def _trl_instruction(obj: dict) -> InstructionExample:
+    """``{"prompt", "completion"}`` (strings, or message lists) and ``{"text"}`` (all of it learned)."""
+    if "response" in obj:
+        raise _FieldError("completion", "give either 'response' or 'completion', not both")
+    if "text" in obj:
+        if "prompt" in obj or "completion" in obj:
+            raise _FieldError("text", "a 'text' record is learned whole: give 'text' alone, or 'prompt' and 'completion'")
+        return InstructionExample(prompt="", response=_text(obj, "text"))
+    if isinstance(obj.get("prompt"), list) or isinstance(obj.get("completion"), list):
+        prompt = _messages(obj, ends_with_response=False, field="prompt")
+        completion = _assistant_reply(obj, "completion")
+        messages = prompt + [{"role": "assistant", "content": completion}]
+        return InstructionExample(prompt=None, response=completion, messages=messages)
+    return InstructionExample(prompt=_text(obj, "prompt"), response=_text(obj, "completion"))
+
+
+def _assistant_reply(obj: dict, field: str) -> str:
+    """The content of a one-message list ``[{"role": "assistant", "content": ...}]``."""
+    if field not in obj:
+        raise _FieldError(field, "missing (expected an array with one assistant message)")
+    messages = _message_list(obj[field], field)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise _FieldError(field, "must hold exactly one message, from the assistant (the reply to the prompt)")
+    return messages[0]["content"]
+
+
+def _preference_parts(obj: dict) -> tuple[str | None, list[dict] | None, str, str]:
+    """(prompt, prompt messages, chosen, rejected) of any preference form; see the module docstring."""
+    conversational = any(isinstance(obj.get(key), list) for key in ("prompt", "chosen", "rejected"))
+    if conversational:
+        if "prompt" in obj:
+            prompt = _messages(obj, ends_with_response=False, field="prompt")
+            return None, prompt, _assistant_reply(obj, "chosen"), _assistant_reply(obj, "rejected")
+        return _implicit_chat_prompt(obj)
+    chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
+    if "prompt" in obj:
+        return _text(obj, "prompt"), None, chosen, rejected
+    return _implicit_text_prompt(chosen, rejected)
+
+
+def _implicit_chat_prompt(obj: dict) -> tuple[None, list[dict], str, str]:
+    """Conversations that share every message but the last assistant reply: that prefix is the prompt."""
+    for field in ("chosen", "rejected"):
+        if field not in obj:
+            raise _FieldError(field, "missing (expected an array of {role, content} messages)")
+    chosen, rejected = _message_list(obj["chosen"], "chosen"), _message_list(obj["rejected"], "rejected")
+    shared = len(chosen) - 1
+    if len(rejected) != len(chosen) or chosen[:shared] != rejected[:shared]:
+        raise _FieldError("rejected", "without 'prompt', 'chosen' and 'rejected' must be the same conversation up to "
+                                      "the last message (the replies compared)")
+    for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+        if conversation[-1]["role"] != "assistant":
+            raise _FieldError(f"{field}[{shared}].role", "the last message must come from the assistant (the reply compared)")
+    if shared == 0 or chosen[shared - 1]["role"] == "assistant":
+        raise _FieldError("chosen", "needs the prompt's messages (ending with a user or system turn) before the reply")
+    return None, chosen[:shared], chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _implicit_text_prompt(chosen: str, rejected: str) -> tuple[str, None, str, str]:
+    """hh-rlhf style: two full texts; the prompt is their common prefix, cut back to the last
+    whitespace in it so a reply starts at a word (``"…Assistant: Sure"`` vs ``"…Assistant: Sorry"``
+    → prompt ``"…Assistant:"``, replies ``" Sure"`` and ``" Sorry"``)."""
+    common = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        common += 1
+    cut = max((i for i in range(common) if chosen[i].isspace()), default=-1)
+    while cut > 0 and chosen[cut - 1].isspace():  # the reply keeps the whole whitespace run
+        cut -= 1
+    if cut <= 0 or not chosen[:cut].strip():
+        raise _FieldError("prompt", "missing, and 'chosen' and 'rejected' share no prompt text to take it from")
+    return chosen[:cut], None, chosen[cut:], rejected[cut:]
 
 
 _PARSERS: dict[str, Callable[[dict], Any]] = {

@@ -18,7 +18,10 @@ at the EOS, the last non-pad token (N+ details 2 and 11). PAD must differ from E
 (`ensure_pad_token`). Otherwise EOS would be masked as padding (N+ detail 4).
 
 **SFT labels.** Prompt positions are labelled -100 (completion-only loss). Response tokens
-and the EOS are labelled with their own ids. The model shifts labels internally.
+and the EOS are labelled with their own ids, and so are the tokens of every earlier assistant
+turn of a chat record (`render_prompt_segments`): the loss covers every assistant turn. Each
+segment is tokenized on its own, so turn boundaries are exact too. The model shifts labels
+internally.
 
 **Truncation** to ``max_length`` tokens (prompt + response + EOS):
 
@@ -57,7 +60,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlhfkit.data.records import DataError, InstructionExample, PreferenceExample, PromptExample
-from rlhfkit.data.templates import render_chat_response, render_prompt
+from rlhfkit.data.templates import render_chat_response, render_preference_responses, render_prompt, render_prompt_segments
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -112,11 +115,14 @@ def _templated(tokenizer: PreTrainedTokenizerBase, example) -> bool:
 def _refuse_special_text(tokenizer: PreTrainedTokenizerBase, example, index: int) -> None:
     """A chat message holding a special token's text cannot stay plain text inside a chat template."""
     specials = [t for t in tokenizer.all_special_tokens if t]
-    for i, message in enumerate(example.messages):
-        found = next((t for t in specials if t in message["content"]), None)
+    texts = [(f"messages[{i}].content", m["content"]) for i, m in enumerate(example.messages)]
+    if isinstance(example, PreferenceExample):  # its replies are rendered through the template too
+        texts += [("chosen", example.chosen), ("rejected", example.rejected)]
+    for field, text in texts:
+        found = next((t for t in specials if t in text), None)
         if found is not None:
             raise DataError(f"record {index + 1}", 0, None,
-                            f"messages[{i}].content contains the special token {found!r} as text; rendered through the "
+                            f"{field} contains the special token {found!r} as text; rendered through the "
                             "chat template it would act as a real one: remove it from the data")
 
 
@@ -157,14 +163,19 @@ def tokenize_sft(
     out = []
     for index, example in enumerate(examples):
         stats.total += 1
-        prompt = _encode_example_text(tokenizer, example, index, render_prompt(tokenizer, example))
+        prompt, prompt_labels = [], []
+        for text, learned in render_prompt_segments(tokenizer, example):
+            ids = _encode_example_text(tokenizer, example, index, text)
+            prompt += ids
+            prompt_labels += ids if learned else [IGNORE_INDEX] * len(ids)
         response = _encode_example_text(tokenizer, example, index, render_chat_response(tokenizer, example)) + [eos]
-        prompt, (response,), cut = _fit(prompt, [response], max_length)
+        kept, (response,), cut = _fit(prompt, [response], max_length)
         if not response:
             stats.dropped += 1
             continue
         stats.truncated += cut
-        out.append({"input_ids": prompt + response, "labels": [IGNORE_INDEX] * len(prompt) + response})
+        prompt_labels = prompt_labels[len(prompt) - len(kept):]  # the prompt is cut from the left only
+        out.append({"input_ids": kept + response, "labels": prompt_labels + response})
     return out
 
 
@@ -193,11 +204,12 @@ def tokenize_preferences(
     eos = _eos_id(tokenizer)
     stats = stats if stats is not None else TruncationStats()
     out = []
-    for example in examples:
+    for index, example in enumerate(examples):
         stats.total += 1
-        prompt = _encode(tokenizer, render_prompt(tokenizer, example))
-        chosen = _encode(tokenizer, example.chosen) + [eos]
-        rejected = _encode(tokenizer, example.rejected) + [eos]
+        prompt = _encode_example_text(tokenizer, example, index, render_prompt(tokenizer, example))
+        chosen_text, rejected_text = render_preference_responses(tokenizer, example)
+        chosen = _encode_example_text(tokenizer, example, index, chosen_text) + [eos]
+        rejected = _encode_example_text(tokenizer, example, index, rejected_text) + [eos]
         prompt, (chosen, rejected), cut = _fit(prompt, [chosen, rejected], max_length)
         if chosen == rejected:  # cut to the same tokens (or to nothing): no preference left
             stats.dropped += 1

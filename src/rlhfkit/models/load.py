@@ -61,7 +61,17 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json"
 def _require_path(section: ModelSection, where: str) -> str:
     if not section.name_or_path:
         raise ModelLoadError(f"{where}.name_or_path is empty: give a Hugging Face model name or local path")
-    return section.name_or_path
+    return _resolve(section.name_or_path, f"{where}.name_or_path")
+
+
+def _resolve(name_or_path: str, where: str) -> str:
+    """`bundled:NAME` -> that bundled model's converted, cached directory (models/gguf.py); else unchanged."""
+    from rlhfkit.models.gguf import BundledModelError, resolve_model_path
+
+    try:
+        return resolve_model_path(name_or_path)
+    except BundledModelError as err:
+        raise ModelLoadError(f"{where}: {err}") from None
 
 
 def _weights_files(path: str) -> str:
@@ -114,7 +124,7 @@ def _require_tokenizer_files(source: str, where: str) -> None:
 
 def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:
     """The section's tokenizer (or the model's own), with a dedicated pad token."""
-    source = section.tokenizer or _require_path(section, where)
+    source = _resolve(section.tokenizer, f"{where}.tokenizer") if section.tokenizer else _require_path(section, where)
     _require_tokenizer_files(source, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=section.trust_remote_code)
@@ -207,12 +217,17 @@ def _say_fresh_head(where: str, path: str) -> None:
                   "when a reward model or critic starts from a language model)", highlight=False, soft_wrap=True)
 
 
-def _score_head(model: PreTrainedModel) -> nn.Module | None:
+def score_head_name(model: PreTrainedModel) -> str | None:
+    """The attribute holding a sequence-classification model's head (`score` or `classifier`)."""
     for name in ("score", "classifier"):
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Module):
-            return head
+        if isinstance(getattr(model, name, None), nn.Module):
+            return name
     return None
+
+
+def _score_head(model: PreTrainedModel) -> nn.Module | None:
+    name = score_head_name(model)
+    return getattr(model, name) if name else None
 
 
 def _head_prefix(model: PreTrainedModel, head: nn.Module | None) -> str:

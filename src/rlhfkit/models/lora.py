@@ -1,6 +1,10 @@
-"""LoRA adapters on the policy (`ppo.lora`), via the optional `peft` package.
+"""LoRA adapters (`sft.lora`, `rm.lora`, `ppo.lora`), via the optional `peft` package.
 
-With adapters the reference is not a second model: it is the policy with its adapters switched
+Only the adapter weights train (for a reward model, also its freshly initialised score head,
+which peft keeps as a full trainable copy: `modules_to_save`). Every stage saves its model
+merged, as an ordinary checkpoint, so a LoRA run's outputs load like a full run's.
+
+In PPO the reference is not a second model: it is the policy with its adapters switched
 off, so reference logprobs are the base model's exactly (LoRA's B starts at zero, so the first
 rollout has KL 0). Only the adapter weights train; the final policy is saved merged, as an
 ordinary causal-LM checkpoint.
@@ -17,21 +21,25 @@ from rlhfkit.config.load import ConfigError
 INSTALL_HINT = "pip install 'rlhfkit[peft]'"
 
 
-def require_peft():
+def require_peft(where: str = "ppo.lora"):
     """The `peft` module, or a ConfigError saying how to install it."""
     try:
         import peft
     except ImportError:
-        raise ConfigError(f"ppo.lora needs the optional `peft` package: {INSTALL_HINT}") from None
+        raise ConfigError(f"{where} needs the optional `peft` package: {INSTALL_HINT}") from None
     return peft
 
 
-def add_lora(policy: nn.Module, section) -> nn.Module:
-    """The policy wrapped with trainable LoRA adapters (base weights frozen)."""
-    peft = require_peft()
-    config = peft.LoraConfig(task_type="CAUSAL_LM", r=section.r, lora_alpha=section.alpha,
-                             lora_dropout=section.dropout, target_modules=section.target_modules)
-    return peft.get_peft_model(policy, config)
+def add_lora(model: nn.Module, section, *, where: str = "ppo.lora", head: str | None = None) -> nn.Module:
+    """`model` wrapped with trainable LoRA adapters (base weights frozen).
+
+    `head`: the attribute name of a reward model's score head (`score`, `classifier`), kept fully
+    trainable: it starts random, so freezing it would leave the RM a random projection."""
+    peft = require_peft(where)
+    config = peft.LoraConfig(task_type="SEQ_CLS" if head else "CAUSAL_LM", r=section.r, lora_alpha=section.alpha,
+                             lora_dropout=section.dropout, target_modules=section.target_modules,
+                             modules_to_save=[head] if head else None)
+    return peft.get_peft_model(model, config)
 
 
 def is_lora(model: nn.Module) -> bool:
@@ -52,7 +60,8 @@ class AdapterFreeReference(nn.Module):
 
 
 def merged(policy: nn.Module, *, in_place: bool = False) -> nn.Module:
-    """A plain causal LM with the adapters folded in; a copy unless `in_place` (after training)."""
+    """The plain model with the adapters folded in (and a trained head in place); a copy unless
+    `in_place` (after training)."""
     if not is_lora(policy):
         return policy
     return (policy if in_place else copy.deepcopy(policy)).merge_and_unload()

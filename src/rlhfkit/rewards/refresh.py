@@ -258,6 +258,6 @@ class RewardRefresher:
             "data": data,
             "optim": self.section.optim,
             # no progress bar of its own: PPO's is live, and rich shows one live display at a time
-            "logging": rm.logging.model_copy(update={"eval_every": None, "tensorboard": False, "progress": False}),
+            "logging": rm.logging.model_copy(update={"eval_every": None, "tensorboard": False, "report_to": [], "progress": False}),
         })
         return self.cfg.model_copy(update={"seed": seed, "rm": member})

@@ -110,7 +110,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     share = ppo.batch_size // accelerator.num_processes
     rank = accelerator.process_index
 
-    with MetricsWriter(stage_dir / "metrics.jsonl", "ppo", ppo.logging.tensorboard, enabled=s.main) as s.writer, \
+    with MetricsWriter(stage_dir / "metrics.jsonl", "ppo", ppo.logging.report_to, enabled=s.main) as s.writer, \
             StageProgress("PPO", ppo.num_iterations, enabled=ppo.logging.progress and s.main) as progress, \
             stop_at_safe_points():
         progress.advance(iteration)

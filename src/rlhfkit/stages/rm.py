@@ -23,7 +23,8 @@ from rlhfkit.algos.losses import pairwise_loss, reward_centering_loss
 from rlhfkit.config.stages import RewardConfig, RunConfig
 from rlhfkit.data.records import PreferenceExample
 from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
-from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic, score_head_name
+from rlhfkit.models.lora import add_lora, merged, require_peft
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
@@ -42,6 +43,8 @@ def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before training: the data file and the model path."""
     read_preference_data(cfg.rm, cfg.seed)
     check_model_source(cfg.rm.model, "rm.model")
+    if cfg.rm.lora is not None:
+        require_peft("rm.lora")
 
 
 def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +95,8 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     # 2. Tokenizer and scalar-head model.
     tokenizer = load_tokenizer(rm.model, "rm.model")
     model = load_reward_model(rm.model, tokenizer, "rm.model")
+    if rm.lora is not None:  # adapters + the whole score head train; merged into the weights on save
+        model = add_lora(model, rm.lora, where="rm.lora", head=score_head_name(model))
 
     # 3. Tokenize: prompt + response + EOS for both sides.
     max_length = fit_max_length(rm.data.max_length, model, "rm")
@@ -123,7 +128,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return _evaluate_pairs(model, eval_batches, accelerator.device)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.tensorboard,
+    with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.report_to,
                        enabled=accelerator.is_main_process) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
@@ -141,7 +146,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
 
     # 7. Save an HF checkpoint atomically, then mark the stage finished.
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = merged(accelerator.unwrap_model(model), in_place=True)
     unwrapped.config.rlhfkit_score_mean = mean
     unwrapped.config.rlhfkit_score_std = std
     initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
@@ -149,6 +154,6 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         **initial, **result.last_train, **result.last_eval, "reference/score_mean": mean, "reference/score_std": std})
     if accelerator.is_main_process:
         save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint)
-        mark_finished(stage_dir, output)
+        mark_finished(stage_dir, output, drop_checkpoints=not rm.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

@@ -23,6 +23,7 @@ from rlhfkit.data.records import InstructionExample
 from rlhfkit.data.tokenize import SFTCollator, TruncationStats, pack_sft, tokenize_sft
 from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
 from rlhfkit.models.load import check_model_source, load_causal_lm, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.lora import add_lora, merged, require_peft
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
@@ -37,6 +38,8 @@ def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before training: the data file and the model path."""
     read_sft_data(cfg.sft, cfg.seed)
     check_model_source(cfg.sft.model, "sft.model")
+    if cfg.sft.lora is not None:
+        require_peft("sft.lora")
 
 
 def _mean_eval_loss(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -65,6 +68,8 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     # 2. Tokenizer (with a pad token distinct from EOS) and model.
     tokenizer = load_tokenizer(sft.model, "sft.model")
     model = load_causal_lm(sft.model, tokenizer, "sft.model")
+    if sft.lora is not None:  # only the adapters train; merged into the weights on save
+        model = add_lora(model, sft.lora, where="sft.lora")
 
     # 3. Tokenize: completion-only labels, truncation counted.
     max_length = fit_max_length(sft.data.max_length, model, "sft")
@@ -92,7 +97,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     # 4. Train (resumable, checkpoints in STAGE/checkpoints); 5. evaluate before, along the way and at the end.
-    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.tensorboard,
+    with MetricsWriter(stage_dir / "metrics.jsonl", "sft", sft.logging.report_to,
                        enabled=accelerator.is_main_process) as writer:
         result = train_loop(
             accelerator=accelerator, model=model, train_data=train_data, collate=collate, loss_fn=loss_fn,
@@ -106,7 +111,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
     output = StageOutput(checkpoint=stage_dir / "model", metrics={**initial, **result.last_train, **result.last_eval})
     if accelerator.is_main_process:
-        save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, output.checkpoint)
-        mark_finished(stage_dir, output)
+        save_pretrained_atomic(merged(accelerator.unwrap_model(model), in_place=True), tokenizer, output.checkpoint)
+        mark_finished(stage_dir, output, drop_checkpoints=not sft.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

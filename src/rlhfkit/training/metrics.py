@@ -23,28 +23,27 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Append-only metrics.jsonl, optionally mirrored to TensorBoard.
+    """Append-only metrics.jsonl, optionally mirrored to trackers (training/trackers.py).
 
+    `report_to`: tracker names (`logging.report_to`); `True` is the old `logging.tensorboard` flag.
     `enabled=False` (every process but the main one in a data-parallel run) writes nothing: one
     metrics stream per run, whatever the number of processes."""
 
-    def __init__(self, path: Path, stage: str, tensorboard: bool = False, enabled: bool = True):
+    def __init__(self, path: Path, stage: str, report_to: list[str] | bool = (), enabled: bool = True):
+        from rlhfkit.training.trackers import open_trackers
+
         self.path = Path(path)
         self.stage = stage
         self.enabled = enabled
         self._start = time.monotonic()
         self._handle = None
-        self._tb = None
+        self._trackers: list = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:  # pragma: no cover - depends on the optional extra
-                raise RuntimeError("logging.tensorboard needs `pip install rlhfkit[tensorboard]`") from err
-            self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+        names = ["tensorboard"] if report_to is True else list(report_to or [])
+        self._trackers = open_trackers(names, self.path.parent, stage)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if self._handle is None:
@@ -53,16 +52,18 @@ class MetricsWriter:
         record.update({k: _clean(v) for k, v in metrics.items()})
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",):
-                    self._tb.add_scalar(key, value, step)
+        if self._trackers:
+            from rlhfkit.training.trackers import scalars
+
+            numbers = scalars(record)
+            for tracker in self._trackers:
+                tracker.log(step, numbers)
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self._trackers:
+            tracker.close()
 
     def __enter__(self) -> "MetricsWriter":
         return self

@@ -35,6 +35,7 @@ from rlhfkit.stages.common import StageOutput
 
 DONE_FILE = "done.json"
 STALE = re.compile(r".+\.(tmp|old)-\d+$")
+STEP_DIR = re.compile(r"step-\d+(\.tmp-\d+)?")  # a checkpoint directory, complete or torn
 
 
 # ------------------------------------------------------------------ RNG
@@ -218,8 +219,9 @@ def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], stag
 # ------------------------------------------------------------------ finished stages and leftovers
 
 
-def mark_finished(stage_dir: Path, output: StageOutput) -> None:
-    """Write STAGE/done.json (atomically) once the stage's final output is on disk."""
+def mark_finished(stage_dir: Path, output: StageOutput, *, drop_checkpoints: bool = False) -> None:
+    """Write STAGE/done.json (atomically) once the stage's final output is on disk; then, with
+    `drop_checkpoints` (`not checkpoint.keep_when_finished`), delete the resumable checkpoints."""
     path = Path(stage_dir) / DONE_FILE
     record = {"checkpoint": os.path.relpath(output.checkpoint, stage_dir), "metrics": output.metrics}
     tmp = path.with_name(f"{DONE_FILE}.tmp-{os.getpid()}")
@@ -228,6 +230,31 @@ def mark_finished(stage_dir: Path, output: StageOutput) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if drop_checkpoints:
+        drop_finished_checkpoints(stage_dir)
+
+
+def drop_finished_checkpoints(stage_dir: Path) -> int:
+    """Delete STAGE/checkpoints/step-N (and torn step-N.tmp-*) of a finished stage; returns the bytes freed.
+
+    Only after done.json: a finished stage is never resumed, so the checkpoints only repeat the final
+    weights and add the optimizer state (Adam: 2× the weights). Entries rlhfkit did not write stay,
+    and so does the directory then."""
+    from rlhfkit.training.checkpoint import CHECKPOINTS_DIR
+
+    if not (Path(stage_dir) / DONE_FILE).is_file():
+        raise RuntimeError(f"{stage_dir}: not finished, its checkpoints are still needed")
+    root = Path(stage_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return 0
+    freed = 0
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and STEP_DIR.fullmatch(entry.name):
+            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            shutil.rmtree(entry)
+    if not any(root.iterdir()):
+        root.rmdir()
+    return freed
 
 
 def finished_output(stage_dir: Path) -> StageOutput | None:

@@ -76,7 +76,7 @@ def test_resolved_config_round_trips(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["ppo"]["kl"]["target"] == 3
 
 
-@pytest.mark.parametrize("name", ["default", "quick"])
+@pytest.mark.parametrize("name", ["default", "quick", "assistant", "assistant-quick"])
 def test_bundled_presets_validate(name):
     cfg = load_config(default_config_path(name))
     assert cfg.task is not None and cfg.stages == ["sft", "rm", "ppo"]
@@ -88,3 +88,8 @@ def test_preflight_off_survives_yaml():
 
     assert load_config(None, ["preflight=off"]).preflight == "off"
     assert load_config(None, ["preflight=warn"]).preflight == "warn"
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"--preset nope: no such bundled preset \(known: assistant, assistant-quick, default, quick\)"):
+        default_config_path("nope")
