@@ -19,10 +19,10 @@ from rlhfkit.training.metrics import read_metrics
 runner = CliRunner()
 
 
-def _overrides(model_dir: Path, prompts: Path) -> list[str]:
+def _overrides(model_dir: Path, rm_dir: Path, prompts: Path) -> list[str]:
     return [
         "seed=0", "device=cpu", f"ppo.policy.name_or_path={model_dir}", f"ppo.data.path={prompts}",
-        f"ppo.reward.model_paths=[{model_dir}]", "ppo.batch_size=8", "ppo.mini_batch_size=4",
+        f"ppo.reward.model_paths=[{rm_dir}]", "ppo.batch_size=8", "ppo.mini_batch_size=4",
         "ppo.gradient_accumulation_steps=1", "ppo.ppo_epochs=1", "ppo.generation.max_new_tokens=8",
         "ppo.logging.progress=false", "ppo.num_iterations=2", "ppo.reward_refresh.every=1",
         "ppo.reward_refresh.num_pairs=8", "ppo.reward_refresh.replay_pairs=0", "ppo.reward_refresh.optim.batch_size=4",
@@ -30,9 +30,9 @@ def _overrides(model_dir: Path, prompts: Path) -> list[str]:
     ]
 
 
-def test_web_labeler_stops_for_labels_and_resumes_with_the_votes(tmp_path, tiny_model_dir, prompts_file):
+def test_web_labeler_stops_for_labels_and_resumes_with_the_votes(tmp_path, tiny_model_dir, tiny_rm_dir, prompts_file):
     out = tmp_path / "run"
-    first = runner.invoke(app, ["ppo", "-o", str(out), *[a for o in _overrides(tiny_model_dir, prompts_file) for a in ("--set", o)]])
+    first = runner.invoke(app, ["ppo", "-o", str(out), *[a for o in _overrides(tiny_model_dir, tiny_rm_dir, prompts_file) for a in ("--set", o)]])
     assert first.exit_code == LABELS_NEEDED_EXIT_CODE, first.output
     assert "rlhfkit label serve --file" in first.output.replace("\n", "")
     to_label = out / "ppo" / "refresh" / "round-1" / "to_label.jsonl"

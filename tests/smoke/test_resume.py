@@ -298,7 +298,7 @@ def test_sigint_in_process_exits_130_and_resumes(tmp_path, tiny_model_dir, promp
 def test_a_nan_update_is_skipped_and_reported(tmp_path, tiny_model_dir, prompts_file, monkeypatch):
     monkeypatch.setenv(INJECT_ENV, "loss@2;rewards@4")
     run_dir = tmp_path / "run"
-    result = cli(*ppo_args(tiny_model_dir, prompts_file), "-o", run_dir)
+    result = cli(*ppo_args(tiny_model_dir, prompts_file, "ppo.checkpoint.keep_when_finished=true"), "-o", run_dir)
     assert result.exit_code == 0, result.output
     assert "loss is nan at iteration 2: update skipped" in " ".join(result.output.split())
     lines = read_metrics(run_dir / "ppo" / "metrics.jsonl")

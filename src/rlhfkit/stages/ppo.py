@@ -166,8 +166,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
         _save(stage_dir, s, iteration)
     output = StageOutput(checkpoint=stage_dir / "policy",
                          metrics={k: v for k, v in s.logged.items() if k.startswith(("objective/", "policy/", "rollout/", M.KL_COEF))})
-    if s.main:
-        mark_finished(stage_dir, output)
+    if s.main:  # the final models stay; the training checkpoints go unless checkpoint.keep_when_finished
+        mark_finished(stage_dir, output, drop_checkpoints=not ppo.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()
     return output
 
