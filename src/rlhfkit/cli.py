@@ -178,7 +178,10 @@ def _holding(run_dir: Path, command: str, create: bool):
             yield
         return
     with ExitStack() as held:
-        main_first(lambda: held.enter_context(rundir.holding(run_dir, command, create=create)) and None)
+        def acquire() -> None:
+            held.enter_context(rundir.holding(run_dir, command, create=create))
+
+        main_first(acquire)
         yield
 
 
@@ -205,8 +208,11 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, out
             _preflight(cfg, [stage])
             with _holding(run_dir, f"rlhfkit {stage}", create=resume is None):
                 if resume is None:  # a resumed run keeps the config it started with (--set applies to this call only)
-                    main_first(lambda: (rundir.clear(run_dir, overwrite, stage),
-                                        save_resolved(cfg, run_dir / f"{stage}_config.yaml")))
+                    def start() -> None:
+                        rundir.clear(run_dir, overwrite, stage)
+                        save_resolved(cfg, run_dir / f"{stage}_config.yaml")
+
+                    main_first(start)
                 output = module.run(cfg, run_dir / stage, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
@@ -280,7 +286,11 @@ def run(
             _preflight(cfg, cfg.stages)
             with _holding(run_dir, "rlhfkit run", create=resume is None):
                 if resume is None:
-                    main_first(lambda: (rundir.clear(run_dir, overwrite), rundir.record_run_config(run_dir, cfg)))
+                    def start() -> None:
+                        rundir.clear(run_dir, overwrite)
+                        rundir.record_run_config(run_dir, cfg)
+
+                    main_first(start)
                 summary = run_pipeline(cfg, run_dir, resume=resume is not None)
     except _user_errors() as err:
         _fail(str(err))
