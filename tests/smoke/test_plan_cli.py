@@ -24,12 +24,14 @@ def machine_with_24_gb(monkeypatch):
 
 @pytest.fixture(scope="module")
 def llama_7b_dir(tmp_path_factory) -> Path:
-    """A Llama-2-7B-shaped config.json and nothing else: the pre-flight must refuse before loading."""
+    """A Llama-2-7B-shaped config.json and a tokenizer file that is never read (the source check only
+    sees that one is there), no weights: the pre-flight must refuse before anything is loaded."""
     from transformers import LlamaConfig
 
     path = tmp_path_factory.mktemp("llama7b")
     LlamaConfig(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096).save_pretrained(path)
+    (path / "tokenizer.json").write_text("{}")
     return path
 
 

@@ -41,7 +41,7 @@ def _iterations(out: Path) -> list[dict]:
 
 
 def test_shared_value_head_run(tmp_path, tiny_model_dir, prompts_file, reward_fns):
-    cfg = _config(tiny_model_dir, prompts_file, "ppo.value_head=shared")
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.value_head=shared", "ppo.checkpoint.keep_when_finished=true")
     ppo_stage.validate(cfg)
     out = tmp_path / "ppo"
     ppo_stage.run(cfg, out)
@@ -152,7 +152,7 @@ def test_adapter_free_reference_is_the_base_model_exactly(tiny_model_dir):
 
 def test_lora_run(tmp_path, tiny_model_dir, prompts_file, reward_fns):
     pytest.importorskip("peft")
-    cfg = _config(tiny_model_dir, prompts_file, "ppo.lora.r=4", "ppo.lora.alpha=8")
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.lora.r=4", "ppo.lora.alpha=8", "ppo.checkpoint.keep_when_finished=true")
     ppo_stage.validate(cfg)
     out = tmp_path / "ppo"
     ppo_stage.run(cfg, out)

@@ -128,7 +128,7 @@ def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase
     _require_tokenizer_files(source, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=section.trust_remote_code)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:  # a malformed tokenizer.json raises KeyError/TypeError
         raise ModelLoadError(f"{where}: cannot load tokenizer from {source!r}: {_first_line(err)}") from None
     if tokenizer.eos_token is None:
         raise ModelLoadError(f"{where}: tokenizer {source!r} has no EOS token; RLHF needs one to end responses")
