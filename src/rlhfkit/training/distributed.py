@@ -185,6 +185,19 @@ def processes_asked_of_accelerate() -> int | None:
 _warned_sharding = False
 
 
+def check_weights_are_gathered_on_save(distributed_type, zero_stage: int | None) -> None:
+    """FSDP and ZeRO-3 shard the weights themselves; rlhfkit's checkpoints and final models are still
+    written from the main process's module, which would then hold only its shard. Refuse them (one
+    clear line) rather than write checkpoints that look complete and are not."""
+    from rlhfkit.config.load import ConfigError
+
+    if distributed_type == DistributedType.FSDP or (distributed_type == DistributedType.DEEPSPEED and zero_stage == 3):
+        name = "FSDP" if distributed_type == DistributedType.FSDP else "DeepSpeed ZeRO-3"
+        raise ConfigError(f"{name} shards the weights, and rlhfkit does not yet gather them for its checkpoints and "
+                          "saved models: launch with DDP or ZeRO-2 (configs/accelerate/ddp.yaml, zero2.yaml), "
+                          "with ppo.lora / sft.lora / rm.lora for models that do not fit")
+
+
 def warn_if_sharding_was_dropped(accelerator) -> None:
     """accelerate runs an FSDP or DeepSpeed launch config as plain DDP on CPUs, without a word."""
     global _warned_sharding

@@ -49,7 +49,7 @@ def seed_everything(seed: int, rank: int = 0) -> int:
 def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_steps: int = 1) -> Accelerator:
     """An Accelerator honouring `device` (auto: CUDA, then MPS, then CPU; under a launcher on a
     machine without GPUs the processes use gloo on the CPU)."""
-    from rlhfkit.training.distributed import no_accelerator, warn_if_sharding_was_dropped
+    from rlhfkit.training.distributed import check_weights_are_gathered_on_save, no_accelerator, warn_if_sharding_was_dropped
 
     accelerator = Accelerator(
         cpu=device == "cpu" or (device == "auto" and no_accelerator()),
@@ -57,6 +57,8 @@ def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_st
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
     warn_if_sharding_was_dropped(accelerator)
+    plugin = accelerator.state.deepspeed_plugin
+    check_weights_are_gathered_on_save(accelerator.distributed_type, plugin.zero_stage if plugin is not None else None)
     return accelerator
 
 
