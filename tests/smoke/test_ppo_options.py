@@ -199,7 +199,7 @@ def test_critic_starts_from_policy_when_rm_vocabulary_differs(tmp_path, tiny_mod
     from rlhfkit.config import load_config
     from rlhfkit.models.load import load_tokenizer
     from rlhfkit.models.tiny import build_tiny_model, build_tiny_tokenizer
-    from rlhfkit.stages.ppo import _value_section
+    from rlhfkit.stages.ppo_inputs import value_section as _value_section
 
     other = build_tiny_model(tmp_path / "other_rm", build_tiny_tokenizer(["completely different words here"] * 3, vocab_size=280))
     cfg = load_config(None, [f"ppo.policy.name_or_path={tiny_model_dir}", f"ppo.reward.model_paths=[{other}]"])

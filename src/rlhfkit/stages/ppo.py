@@ -14,6 +14,8 @@
   6. bookkeeping metrics (main process), samples, health checks, early stopping, the RM refresh
                  (iterated RLHF), a checkpoint every `checkpoint.save_every` iterations
 
+Before it (stages/ppo_inputs.py): `validate`, run by the CLI before any model loads, the prompts,
+the context-length check, the reference's and critic's starting checkpoints, the prompt order.
 Around the loop: `_setup` loads the four models (policy and critic as one `ActorCritic`, prepared
 by accelerate — DDP, FSDP or DeepSpeed, mixed precision, gradient checkpointing — a frozen
 reference, a frozen reward source) and everything that is checkpointed.
@@ -47,16 +49,12 @@ from transformers import get_scheduler
 
 from rlhfkit.algos.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.config.load import ConfigError
-from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import PPOConfig, RunConfig
-from rlhfkit.data.records import load_records
-from rlhfkit.data.templates import render_prompt
-from rlhfkit.data.tokenize import PromptCollator, TruncationStats, tokenize_prompts
+from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import (
-    check_model_source,
     context_length,
     disable_dropout,
     enable_gradient_checkpointing,
@@ -66,14 +64,23 @@ from rlhfkit.models.load import (
     load_tokenizer,
     save_pretrained_atomic,
 )
-from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged, require_peft
+from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged
 from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
-from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher, import_labeler
-from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores, import_reward_callable
+from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher
+from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores
 from rlhfkit.rollout.experience import AdvantageSettings, experience_stats, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.stages.common import StageOutput
+from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_refresh are this stage's API too
+    PromptSampler,
+    check_fits_context,
+    load_prompts,
+    reference_section,
+    validate,
+    validate_refresh,
+    value_section,
+)
 from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.distributed import Collectives, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
@@ -236,11 +243,11 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         policy = disable_dropout(add_lora(policy, ppo.lora))
         reference = AdapterFreeReference(policy).eval()
     else:
-        reference = freeze(disable_dropout(load_causal_lm(_reference_section(ppo), tokenizer, "ppo.reference"))).to(device)
+        reference = freeze(disable_dropout(load_causal_lm(reference_section(ppo), tokenizer, "ppo.reference"))).to(device)
     if ppo.value_head == "shared":  # a scalar head on the policy's last hidden state, no critic model
         critic = SharedValueHead.for_policy(policy)
     else:
-        critic = disable_dropout(load_reward_model(_value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
+        critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
     if ppo.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
         if not isinstance(critic, SharedValueHead):
@@ -396,111 +403,6 @@ def _refresh_reward_model(s: _PPO, labelled, at_iteration: int) -> None:
     s.reward_source = _reward_models(s.refresher.model_paths, s.cfg.ppo, s)
     s.writer.log(at_iteration, metrics)
     console.print(f"\\[ppo] {escape(metrics['event'])}", highlight=False)
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def _reference_section(ppo: PPOConfig) -> ModelSection:
-    return ppo.reference if ppo.reference.name_or_path else ppo.policy
-
-
-def _value_section(ppo: PPOConfig, tokenizer) -> ModelSection:
-    """Critic initialisation: explicit path, else the first reward model (N+ detail 18), else the policy.
-
-    The critic reads the *policy's* token ids, so a reward model with another vocabulary cannot
-    be its starting point (its embeddings would be indexed by the wrong ids): then the policy is.
-    """
-    if ppo.value_model.name_or_path:
-        return ppo.value_model
-    source = ppo.policy.name_or_path
-    if ppo.reward.model_paths:
-        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]")
-        if rm_tokenizer.get_vocab() == tokenizer.get_vocab():
-            source = ppo.reward.model_paths[0]
-        else:
-            console.print("\\[ppo] the reward model's vocabulary differs from the policy's: the critic starts from the policy")
-    return ppo.value_model.model_copy(update={"name_or_path": source})
-
-
-def validate(cfg: RunConfig) -> None:
-    """Everything that can be checked before any model is loaded."""
-    ppo = cfg.ppo
-    check_model_source(ppo.policy, "ppo.policy")
-    if ppo.lora is not None:
-        require_peft()
-    if not ppo.data.path:
-        raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
-    load_records(ppo.data.path, "prompts")
-    if ppo.reward.callable:
-        import_reward_callable(ppo.reward.callable)
-    elif not ppo.reward.model_paths:
-        raise ConfigError("ppo.reward: give model_paths (reward-model checkpoints) or callable")
-    for i, path in enumerate(ppo.reward.model_paths):
-        check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
-    validate_refresh(ppo, labeler_given=False)
-
-
-def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:
-    refresh = ppo.reward_refresh
-    if refresh.every is None:
-        return
-    if ppo.reward.callable:
-        raise ConfigError("ppo.reward_refresh needs reward models to fine-tune; ppo.reward.callable is not trained")
-    if refresh.labeler == "task" and not labeler_given:
-        raise ConfigError("ppo.reward_refresh.labeler 'task' needs the bundled task (rlhfkit run with task:); "
-                          "give 'module:function' or 'file' instead")
-    if ":" in refresh.labeler:
-        import_labeler(refresh.labeler)
-    for name in ("old_data", "eval_data"):
-        if (path := getattr(refresh, name)) is not None:
-            load_records(path, "preferences")
-
-
-def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
-    """Prompt texts as the policy sees them (chat template applied to chat records) and their ids."""
-    records = load_records(ppo.data.path, "prompts")
-    if ppo.data.max_examples:
-        records = records[: ppo.data.max_examples]
-    stats = TruncationStats()
-    ids = tokenize_prompts(records, tokenizer, ppo.generation.max_prompt_length, stats)
-    if stats.dropped:
-        raise ConfigError(f"{ppo.data.path}: {stats.dropped} prompt(s) tokenize to nothing")
-    return [render_prompt(tokenizer, r) for r in records], ids, stats
-
-
-def check_fits_context(ppo: PPOConfig, prompt_ids: list[list[int]], limit: int | None) -> None:
-    """The longest prompt plus the response budget must fit the policy's positions: otherwise
-    generation fails with an index error in the middle of a rollout."""
-    longest = max((len(ids) for ids in prompt_ids), default=0)
-    if limit is not None and longest + ppo.generation.max_new_tokens > limit:
-        raise ConfigError(
-            f"{ppo.data.path}: the longest prompt ({longest} tokens) + ppo.generation.max_new_tokens "
-            f"({ppo.generation.max_new_tokens}) = {longest + ppo.generation.max_new_tokens} is more than the policy's "
-            f"{limit} positions: lower ppo.generation.max_prompt_length (prompts are cut from the left) or max_new_tokens")
-
-
-class PromptSampler:
-    """Cycles through the prompts in a freshly shuffled order each pass (seeded)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.generator = n, torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-
-    def next(self, k: int) -> list[int]:
-        picked = []
-        while len(picked) < k:
-            if not self.order:
-                self.order = torch.randperm(self.n, generator=self.generator).tolist()
-            picked.append(self.order.pop())
-        return picked
-
-    def state_dict(self) -> dict[str, list[int]]:
-        """The rest of the current pass (the generator's state is checkpointed with the other RNGs)."""
-        return {"order": list(self.order)}
-
-    def load_state_dict(self, state: dict[str, list[int]]) -> None:
-        self.order = [int(i) for i in state["order"]]
 
 
 def _diagnose(monitor, ppo: PPOConfig, iteration: int, stats: dict, writer: MetricsWriter, kl_ctl, scheduler) -> bool:
