@@ -46,6 +46,16 @@ def win_rate(after: Sequence[float], before: Sequence[float]) -> float:
 
 
 @torch.no_grad()
+def gold_preference_accuracy(rm_chosen: Sequence[float], rm_rejected: Sequence[float],
+                             gold_chosen: Sequence[float], gold_rejected: Sequence[float]) -> float | None:
+    """Share of pairs the reward model orders as the gold judge does; gold ties are left out (None: no pair left)."""
+    decided = [(float(c) - float(r), gc - gr) for c, r, gc, gr in zip(rm_chosen, rm_rejected, gold_chosen, gold_rejected)
+               if gc != gr]
+    if not decided:
+        return None
+    return sum((rm_diff > 0) == (gold_diff > 0) for rm_diff, gold_diff in decided) / len(decided)
+
+
 def sample_responses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

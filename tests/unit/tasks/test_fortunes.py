@@ -286,3 +286,11 @@ def test_task_labeler_votes_per_pair_and_abstains_on_ties(tmp_path):
     # (gold tie) and identical responses carry no preference
     assert labels == [True, False, None, None, False]
     assert task.label_preferences(prompts, a, b) == labels  # seeded by the pairs: same pairs, same labels
+
+
+def test_gold_preference_accuracy_by_hand():
+    from rlhfkit.evaluation.policy_eval import gold_preference_accuracy
+
+    # pair 1: RM and gold agree; pair 2: they disagree; pair 3: a gold tie, left out -> 1 of 2
+    assert gold_preference_accuracy([1.0, 0.0, 5.0], [0.0, 1.0, 0.0], [0.9, 0.9, 0.5], [0.1, 0.1, 0.5]) == 0.5
+    assert gold_preference_accuracy([1.0], [0.0], [0.3], [0.3]) is None  # only ties

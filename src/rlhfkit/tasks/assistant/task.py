@@ -36,7 +36,8 @@ from rlhfkit.models.load import disable_dropout, freeze, load_causal_lm, load_to
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.tasks.assistant.corpus import load_conversations, prompt_record, sft_record, split_conversations
 from rlhfkit.tasks.fortunes.corpus import write_jsonl
-from rlhfkit.tasks.fortunes.gold import SimulatedAnnotator, _agreement_report, collect_preference_pairs
+from rlhfkit.metric_names import M
+from rlhfkit.tasks.fortunes.gold import SimulatedAnnotator, agreement_report, collect_preference_pairs
 from rlhfkit.tasks.fortunes.task import HELD_OUT_PAIR_FRACTION, Prepared
 
 #: Bradley–Terry temperatures on the gold's [0, 1] scale (answers ~0.3–0.6, degenerate text ~0).
@@ -124,7 +125,7 @@ class AssistantTask:
                             "rejected": [{"role": "assistant", "content": rejected}]})
             votes_all.append(votes)
             gold_pref.append(sa > sb)
-        report = _agreement_report(annotators, votes_all, gold_pref)
+        report = agreement_report(annotators, votes_all, gold_pref)
         report.update(n_pairs=len(records), n_input=len(a), n_skipped=len(a) - len(records),
                       annotator_temperatures={x.name: x.temperature for x in annotators})
         return records, report
@@ -162,7 +163,7 @@ class AssistantTask:
     def ppo_observer(self):
         def observe(rollout: Rollout) -> dict[str, float]:
             scores = self.gold_judge(list(rollout.prompts), list(rollout.responses))
-            return {"gold/score": sum(scores) / max(len(scores), 1)}
+            return {M.GOLD_SCORE: sum(scores) / max(len(scores), 1)}
         return observe
 
     def eval_prompts(self) -> list[PromptExample]:
@@ -171,6 +172,7 @@ class AssistantTask:
     def rm_gold_accuracy(self, rm_path: str, device: torch.device) -> float | None:
         """Reward-model accuracy against noise-free gold preferences on the held-out pairs (gold ties skipped)."""
         from rlhfkit.config.stages import RewardSourceSection
+        from rlhfkit.evaluation.policy_eval import gold_preference_accuracy
         from rlhfkit.rewards.sources import RewardModelEnsemble
 
         if not self.held_out_preferences.exists():
@@ -183,7 +185,4 @@ class AssistantTask:
         chosen = rm.score(rendered, [p.chosen for p in pairs]).scores
         rejected = rm.score(rendered, [p.rejected for p in pairs]).scores
         gold_c, gold_r = self.gold.score(questions, [p.chosen for p in pairs]), self.gold.score(questions, [p.rejected for p in pairs])
-        decided = [(float(c - r), gc - gr) for c, r, gc, gr in zip(chosen, rejected, gold_c, gold_r) if gc != gr]
-        if not decided:
-            return None
-        return sum((rm_diff > 0) == (gold_diff > 0) for rm_diff, gold_diff in decided) / len(decided)
+        return gold_preference_accuracy(chosen.tolist(), rejected.tolist(), gold_c, gold_r)

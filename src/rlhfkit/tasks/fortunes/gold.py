@@ -146,7 +146,7 @@ def label_pairs(
         chosen_scores.append(sa if a_wins else sb)
         rejected_scores.append(sb if a_wins else sa)
 
-    report = _agreement_report(annotators, votes_all, gold_pref)
+    report = agreement_report(annotators, votes_all, gold_pref)
     report.update(
         n_pairs=len(records),
         n_input=len(prompts),
@@ -164,7 +164,7 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _agreement_report(annotators, votes_all: list[list[bool]], gold_pref: list[bool | None]) -> dict:
+def agreement_report(annotators, votes_all: list[list[bool]], gold_pref: list[bool | None]) -> dict:
     """Inter-annotator agreement (all labelled pairs) and agreement with the gold preference
     (pairs where gold has a strict preference only: on a tie there is nothing to agree with)."""
     n_ann = len(annotators)

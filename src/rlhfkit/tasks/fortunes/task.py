@@ -146,6 +146,7 @@ class FortunesTask:
     def rm_gold_accuracy(self, rm_path: str, device: torch.device) -> float | None:
         """Reward-model accuracy against *noise-free* gold preferences on held-out pairs (gold ties skipped)."""
         from rlhfkit.config.stages import RewardSourceSection
+        from rlhfkit.evaluation.policy_eval import gold_preference_accuracy
         from rlhfkit.rewards.sources import RewardModelEnsemble
 
         if not self.held_out_preferences.exists():
@@ -156,7 +157,4 @@ class FortunesTask:
         chosen = rm.score(prompts, [p.chosen for p in pairs]).scores
         rejected = rm.score(prompts, [p.rejected for p in pairs]).scores
         gold_c, gold_r = self.gold.score([p.chosen for p in pairs]), self.gold.score([p.rejected for p in pairs])
-        decided = [(float(c - r), gc - gr) for c, r, gc, gr in zip(chosen, rejected, gold_c, gold_r) if gc != gr]
-        if not decided:
-            return None
-        return sum((rm_diff > 0) == (gold_diff > 0) for rm_diff, gold_diff in decided) / len(decided)
+        return gold_preference_accuracy(chosen.tolist(), rejected.tolist(), gold_c, gold_r)
