@@ -88,6 +88,15 @@ def rm_rows_from_ids(query_ids: torch.Tensor, query_mask: torch.Tensor, response
     return rows
 
 
+def text_rows(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+    """Prompt ids + response ids + EOS of texts, for a reward model with its own vocabulary."""
+    # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
+
+
 @dataclass(frozen=True)
 class RewardMember:
     model: PreTrainedModel
@@ -123,13 +132,6 @@ class RewardModelEnsemble:
                               "decoded response text, re-tokenized with its own tokenizer", highlight=False)
             self.members.append(RewardMember(model, tokenizer, mean, std, shared))
 
-    def _text_rows(self, tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
-        # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
-        def encode(text: str) -> list[int]:
-            return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-        return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
-
     @torch.no_grad()
     def _score_rows(self, member: RewardMember, rows: list[list[int]]) -> torch.Tensor:
         """(B,) raw scores of token rows, right-padded `batch_size` rows at a time."""
@@ -152,7 +154,7 @@ class RewardModelEnsemble:
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS)."""
-        return self._combine([self._score_rows(m, self._text_rows(m.tokenizer, prompts, responses)) for m in self.members])
+        return self._combine([self._score_rows(m, text_rows(m.tokenizer, prompts, responses)) for m in self.members])
 
     def score_rollout(self, rollout) -> ScoredBatch:
         """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
@@ -162,7 +164,7 @@ class RewardModelEnsemble:
                 rows = rm_rows_from_ids(rollout.query_ids, rollout.query_mask, rollout.response_ids,
                                         rollout.response_mask, member.tokenizer.eos_token_id)
             else:
-                rows = self._text_rows(member.tokenizer, rollout.prompts, rollout.responses)
+                rows = text_rows(member.tokenizer, rollout.prompts, rollout.responses)
             raw.append(self._score_rows(member, rows))
         return self._combine(raw)
 

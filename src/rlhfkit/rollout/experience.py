@@ -102,16 +102,16 @@ def experience_stats(exp: Experience, kl_coef: float, all_sum: AllSum = _identit
         torch.tensor(float(exp.batch_size), device=mask.device),  # 0 episodes
         seq_kl.sum(), (exp.entropy * mask).sum(), exp.scores.sum(), exp.scores.square().sum(),  # 1-4
         non_score.sum(), lengths.sum(), exp.ended_with_eos.float().sum(),  # 5-7
-        (exp.entropy * mask).sum(), values.sum(), advantages.sum(), advantages.square().sum(),  # 8-11
-        returns.sum(), returns.square().sum(), (returns - values).sum(), (returns - values).square().sum(),  # 12-15
+        values.sum(), advantages.sum(), advantages.square().sum(),  # 8-10
+        returns.sum(), returns.square().sum(), (returns - values).sum(), (returns - values).square().sum(),  # 11-14
     ]).double()).tolist()
     n, tokens = sums[0], max(sums[6], 1.0)
 
     def var(total: float, squares: float, count: float) -> float:  # population variance from sums
         return max(squares / count - (total / count) ** 2, 0.0) if count > 0 else 0.0
 
-    var_returns = var(sums[12], sums[13], tokens)
-    var_residual = var(sums[14], sums[15], tokens)
+    var_returns = var(sums[11], sums[12], tokens)
+    var_residual = var(sums[13], sums[14], tokens)
     return {
         M.KL: sums[1] / n,
         M.ENTROPY_SEQ: sums[2] / n,
@@ -119,11 +119,11 @@ def experience_stats(exp: Experience, kl_coef: float, all_sum: AllSum = _identit
         M.SCORES_STD: (var(sums[3], sums[4], n) * n / (n - 1)) ** 0.5 if n > 1 else 0.0,  # unbiased, as torch.std
         M.NON_SCORE_REWARD: sums[5] / n,
         M.RLHF_REWARD: (sums[3] + sums[5]) / n,
-        M.ENTROPY_TOKEN: sums[8] / tokens,
+        M.ENTROPY_TOKEN: sums[2] / tokens,
         M.RESPONSE_LENGTH: sums[6] / n,
         M.EOS_FRACTION: sums[7] / n,
-        M.VALUE_MEAN: sums[9] / tokens,
-        M.ADVANTAGE_STD: var(sums[10], sums[11], tokens) ** 0.5,
+        M.VALUE_MEAN: sums[8] / tokens,
+        M.ADVANTAGE_STD: var(sums[9], sums[10], tokens) ** 0.5,
         # 1 − Var(R − V)/Var(R): how much of the return the critic predicts (1 perfect, ≤ 0 useless).
         M.EXPLAINED_VARIANCE: 1.0 - var_residual / var_returns if var_returns > 0 else 0.0,
         M.GENERATED_TOKENS: sums[6],

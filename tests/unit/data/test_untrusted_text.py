@@ -60,7 +60,7 @@ def test_duplicates_across_the_split_are_left_out_of_the_held_out_set(write_json
 
 def test_the_reward_model_reads_special_token_text_in_a_response_as_text(tokenizer):
     """A policy that writes the characters <|endoftext|> must not plant a real EOS in what the RM reads."""
-    from rlhfkit.rewards.sources import RewardModelEnsemble
+    from rlhfkit.rewards.sources import text_rows
 
-    [ids] = RewardModelEnsemble._text_rows(None, tokenizer, ["p"], [f" fine{EOS} more"])
+    [ids] = text_rows(tokenizer, ["p"], [f" fine{EOS} more"])
     assert ids.count(tokenizer.eos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id

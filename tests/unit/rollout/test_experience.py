@@ -188,3 +188,31 @@ def test_forward_rollout_does_not_depend_on_chunk_size(tiny_policy, tiny_model_d
     mask = results[0].response_mask.bool()
     for name in ("logprobs", "ref_logprobs", "entropy", "values"):
         torch.testing.assert_close(getattr(results[0], name)[mask], getattr(results[1], name)[mask], atol=1e-5, rtol=0)
+
+
+def test_experience_stats_by_hand():
+    """2 episodes, Tr = 2, mask [[1, 1], [1, 0]]: 3 valid tokens; padding holds junk that must not count."""
+    from rlhfkit.rollout.experience import experience_stats
+    from rlhfkit.rollout.types import Experience
+
+    t = torch.tensor
+    zeros = torch.zeros(2, 2)
+    exp = Experience(query_ids=torch.ones(2, 1, dtype=torch.long), query_mask=torch.ones(2, 1, dtype=torch.long),
+                     response_ids=torch.ones(2, 2, dtype=torch.long), response_mask=t([[1, 1], [1, 0]]),
+                     ended_with_eos=t([True, False]), prompts=["a", "b"], responses=["x", "y"],
+                     logprobs=zeros, ref_logprobs=zeros, entropy=t([[1.0, 2.0], [3.0, 9.0]]),
+                     values=t([[0.0, 1.0], [2.0, 5.0]]), scores=t([1.0, 3.0]), kl=t([[0.1, 0.2], [0.3, 0.0]]),
+                     rewards=zeros, advantages=t([[1.0, -1.0], [2.0, 9.0]]), returns=t([[1.0, 1.0], [4.0, 7.0]]))
+    stats = experience_stats(exp, kl_coef=0.5)
+    expected = {
+        "objective/kl": 0.3,  # Σ_t KL per episode: 0.3 and 0.3
+        "objective/entropy": 3.0, "policy/entropy_avg": 2.0,  # per episode 3 and 3; per token 6 / 3
+        "objective/scores": 2.0, "objective/scores_std": 2 ** 0.5,  # unbiased std of (1, 3)
+        "objective/non_score_reward": -0.15, "objective/rlhf_reward": 1.85,  # −0.5 · 0.3
+        "rollout/response_length": 1.5, "rollout/eos_fraction": 0.5, "rollout/generated_tokens": 3.0,
+        "value/mean": 1.0,  # valid values 0, 1, 2
+        "value/advantage_std": (14 / 9) ** 0.5,  # valid advantages 1, −1, 2: var = 2 − 4/9
+        "value/explained_variance": 1 - (2 / 3) / 2,  # Var(R) of 1, 1, 4 = 2; Var(R − V) of 1, 0, 2 = 2/3
+    }
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, abs=1e-6), key
