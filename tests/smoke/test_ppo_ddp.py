@@ -150,3 +150,19 @@ def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_pa
     volatile = ("time",) + tuple(k for k in want[0] if k.startswith(("timing/", "memory/")))
     for a, b in zip(got, want):
         assert {k: v for k, v in a.items() if k not in volatile} == {k: v for k, v in b.items() if k not in volatile}
+
+
+def test_bad_input_under_two_processes_is_one_line_from_one_process(tmp_path):
+    """The main process finds the problem (a run directory in the way) and both ranks stop with it: one
+    error line, no traceback, no rank left waiting in a collective."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("not rlhfkit's")
+    proc = _launch("run", "--quick", "-o", str(taken), port=_free_port())
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert out.count("error:") == 1 and "already exists" in out, out[-3000:]
+    ours = out.split("failed (exitcode")[0]  # after it: the launcher's own traceback and report
+    assert "Traceback" not in ours and "error:" in ours
+    assert out.count("exitcode  : 2") == 2  # both ranks exit with the bad-input code
+    assert (taken / "mine.txt").read_text() == "not rlhfkit's"

@@ -91,9 +91,12 @@ def main_first(fn: Callable[[], T]) -> T:
         raise error
     if isinstance(outcome, _Failure):
         try:
-            raise outcome.kind(outcome.message)
-        except TypeError:  # an exception class that needs other arguments
-            raise RuntimeError(outcome.message) from None
+            error = outcome.kind(outcome.message)
+        except TypeError:  # a class that needs other arguments (DataError: file, line, field): still a user error
+            from rlhfkit.config.load import ConfigError
+
+            error = ConfigError(outcome.message)
+        raise error
     return outcome
 
 

@@ -80,6 +80,7 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
     ratio_max = torch.full((), -math.inf, device=device)
     first_ratio_dev = torch.zeros((), device=device)
     micro_batches, steps_taken, epochs_run, fault = 0, 0, 0, None
+    policy_weight = 1.0 if train_policy else 0.0
     actor_critic.train()
     for epoch in range(ppo.ppo_epochs):
         perm = torch.randperm(exp.batch_size, generator=generator).to(device)
@@ -100,7 +101,6 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                     pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
                     vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
                     entropy = masked_sum(out.entropy, mask) / norm_by
-                    policy_weight = 1.0 if train_policy else 0.0
                     loss = policy_weight * (pg_loss - ppo.entropy_coef * entropy) + ppo.vf_coef * vf_loss
                     if guard.injected(iteration, "loss"):
                         loss = loss * math.nan
