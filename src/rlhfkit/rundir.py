@@ -36,7 +36,7 @@ OWN_FILES = (MARKER, LOCK, OWNER)
 # Top-level names rlhfkit writes into a run directory (pipeline.py, cli.py, report/), with the
 # `.tmp`/`.tmp-<pid>`/`.old-<pid>` forms of its atomic writes.
 RUN_NAMES = re.compile(
-    r"(config\.yaml|(sft|rm|ppo)_config\.yaml|summary\.json|report\.html|plots|task|sft|rm(-\d+)?|ppo|eval)"
+    r"(config\.yaml|(sft|rm|ppo)_config\.yaml|summary\.json|report\.html|plots|task|sft|rm(-\d+)?|ppo|eval|mlruns)"
     r"(\.tmp(-\d+)?|\.old-\d+|\.json\.tmp)?"
 )
 IGNORED_KEYS = ("output_dir",)  # the run directory itself may move

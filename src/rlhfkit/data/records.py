@@ -200,7 +200,8 @@ def _soft_label(obj: dict) -> float | None:
     value = obj.get("p_chosen")
     if value is None:
         return from_votes
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    # compared before any float(): a huge JSON integer would overflow it
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise _FieldError("p_chosen", f"must be a probability in [0, 1], got {json.dumps(value)[:40]}")
     if from_votes is not None and abs(from_votes - value) > 1e-4:
         raise _FieldError("p_chosen", f"{value} disagrees with votes, which give {from_votes:.4f}")
@@ -486,8 +487,9 @@ def split_holdout(records: Sequence[T], eval_fraction: float, seed: int) -> tupl
 
 
 def record_key(record: Any) -> str:
-    """What makes two records the same example: every field but a preference's margin."""
-    fields = {k: v for k, v in asdict(record).items() if k != "margin"}
+    """What makes two records the same example: every field but a preference's margin and soft label
+    (the same pair with other vote counts is still the same example)."""
+    fields = {k: v for k, v in asdict(record).items() if k not in ("margin", "p_chosen")}
     return json.dumps(fields, sort_keys=True, ensure_ascii=False)
 
 

@@ -84,7 +84,7 @@ def _rating(form: dict[str, str], key: str) -> int | None:
     raw = form.get(key)
     if raw in (None, ""):
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 7:
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 7:
         raise Refused(400, f"field '{key}' must be a whole number from 1 to 7, got {raw[:20]!r}")
     return int(raw)
 
@@ -129,7 +129,7 @@ async def guard(request: Request, call_next):
         return page("message.html", 421, title="Wrong host", message=f"this server does not answer for host {host!r}")
     if request.method == "POST":
         length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdecimal()):
             return page("message.html", 411, title="Refused", message="a POST needs a Content-Length")
         if int(length) > MAX_BODY_BYTES:
             return page("message.html", 413, title="Refused", message=f"request body over {MAX_BODY_BYTES} bytes")
@@ -208,7 +208,7 @@ async def vote(token: str, request: Request):
     who = await _annotator(project, token)
     form = await _checked_form(request, who)
     raw_item = form.get("item", "")
-    if not raw_item.isdigit():
+    if not (raw_item.isascii() and raw_item.isdecimal()):
         raise Refused(400, f"field 'item' must be an item number, got {raw_item[:20]!r}")
     item_id = int(raw_item)
     if not await in_db(project, db.is_assigned, item_id, who.id):

@@ -23,7 +23,6 @@ class LiveBytes(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self._sizes: dict[int, int] = {}  # id(storage ref) -> bytes
         self._refs: dict[int, weakref.ref] = {}
         self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.live = 0

@@ -97,6 +97,16 @@ def smollm2_instruct(cache_dir: Path | None = None) -> Path:
     target = (cache_dir or cache_root()) / f"{SMOLLM2}-v{FORMAT_VERSION}"
     if (target / "config.json").is_file():
         return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):  # data-parallel processes: one converts, the others wait and reuse it
+        if (target / "config.json").is_file():
+            return target
+        return _convert_smollm2(target)
+
+
+def _convert_smollm2(target: Path) -> Path:
     source = packaged_file(SMOLLM2_PACKAGE, SMOLLM2_FILE)
     _require_gguf()
     from rlhfkit.training.progress import console

@@ -265,13 +265,15 @@ class Checkpointer:
         """Write checkpoint `step` atomically, then delete all but the newest `keep_last`."""
         from safetensors.torch import save_model
 
+        from rlhfkit.training.distributed import main_first
         from rlhfkit.training.resume import log_sizes, rng_state
 
         final = self.root / step_dir_name(step)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         rngs = self._gather(rng_state(self.generators))  # every process's own streams (sampling differs per rank)
-        if self._main:
+
+        def write() -> None:  # the main process writes; an error in it reaches every process (main_first)
             state = {
                 "stage": self.stage, "step": step, "config": self.fingerprint,
                 "scheduler": self.scheduler.state_dict(),
@@ -291,6 +293,8 @@ class Checkpointer:
                 (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
             for old in list_checkpoints(self.root)[: -self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
+
+        main_first(write)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         self.last_saved = final

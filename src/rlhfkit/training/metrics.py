@@ -30,6 +30,8 @@ class MetricsWriter:
     metrics stream per run, whatever the number of processes."""
 
     def __init__(self, path: Path, stage: str, report_to: list[str] | bool = (), enabled: bool = True):
+        from rlhfkit.config.load import ConfigError
+        from rlhfkit.training.distributed import broadcast
         from rlhfkit.training.trackers import open_trackers
 
         self.path = Path(path)
@@ -38,12 +40,21 @@ class MetricsWriter:
         self._start = time.monotonic()
         self._handle = None
         self._trackers: list = []
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", encoding="utf-8")
-        names = ["tensorboard"] if report_to is True else list(report_to or [])
-        self._trackers = open_trackers(names, self.path.parent, stage)
+        failed: str | None = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+            names = ["tensorboard"] if report_to is True else list(report_to or [])
+            try:
+                self._trackers = open_trackers(names, self.path.parent, stage)
+            except ConfigError as err:
+                failed = str(err)
+        # Every process constructs its writer together: a tracker that fails on the main process must
+        # stop the others too, or they would wait for it in the next collective.
+        failed = broadcast(failed)
+        if failed is not None:
+            self.close()
+            raise ConfigError(failed)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if self._handle is None:

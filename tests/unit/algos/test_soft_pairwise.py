@@ -51,3 +51,5 @@ def test_broken_variant_with_the_target_swapped_fails():
     value = broken(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.75])).item()
     assert value == pytest.approx(1.0632617, abs=1e-6)  # 0.3132617 + 0.75
     assert value != pytest.approx(0.5632617, abs=1e-6)
+    real, _ = pairwise_loss(torch.tensor([1.0]), torch.tensor([0.0]), target=torch.tensor([0.75]))
+    assert real.item() != pytest.approx(value, abs=1e-3)  # the real loss is not the swapped one

@@ -32,6 +32,9 @@ def test_broken_variant_sharding_without_master_weights_misses_zero_1():
     # forgetting the fp32 master copy (K = 8 instead of 12) gives 30.9 GB, not the paper's 31.4
     broken = 7.5e9 * (2 + 2 + 8 / 64)
     assert abs(broken / 1e9 - 31.4) > 0.4
+    states = _model_states("m", 7_500_000_000, 7_500_000_000, Settings(precision="mixed", n_devices=64, zero_stage=1), False)
+    real = sum(x.bytes for x in (*states.device, *states.grads))
+    assert abs(real - broken) / 1e9 > 0.4  # the planner counts the master copy
 
 
 def test_kv_cache_of_llama2_7b():
