@@ -372,14 +372,15 @@ def _parse_row(obj: Any, parse: Callable[[dict], T], path: str, line: int) -> T:
         raise DataError(path, line, e.field, e.message) from None
 
 
-def _read_jsonl(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
+def jsonl_objects(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line: UTF-8 (a leading BOM tolerated), JSON, an object."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(path, 0, None, "file not found") from None
     except OSError as e:
         raise DataError(path, 0, None, f"cannot read file: {e.strerror or e}") from None
-    records = []
+    rows = []
     # Split on b"\n" only, so line numbers match what editors and `sed -n` show.
     for line, raw in enumerate(data.split(b"\n"), start=1):
         try:
@@ -394,10 +395,16 @@ def _read_jsonl(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(path, line, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
-        records.append(_parse_row(obj, parse, str(path), line))
-    if not records:
+        if not isinstance(obj, dict):
+            raise DataError(path, line, None, f"expected a JSON object, got {_json_type(obj)}")
+        rows.append((line, obj))
+    if not rows:
         raise DataError(path, 0, None, "no records (the file is empty or holds only blank lines)")
-    return records
+    return rows
+
+
+def _read_jsonl(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
+    return [_parse_row(obj, parse, str(path), line) for line, obj in jsonl_objects(path)]
 
 
 def read_instructions(path: str | Path) -> list[InstructionExample]:

@@ -13,30 +13,15 @@ order here does not leak into the votes. Bad input is a `DataError` naming file,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rlhfkit.data.records import DataError, read_preferences
+from rlhfkit.data.records import DataError, jsonl_objects, read_preferences
 from rlhfkit.label.db import Item
 
 
 def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise DataError(path, 0, None, "file not found")
-    rows = []
-    for line_no, text in enumerate(path.read_text(encoding="utf-8", errors="strict").split("\n"), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(path, line_no, None, f"invalid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(path, line_no, None, "expected a JSON object")
-        rows.append((line_no, row))
-    if not rows:
-        raise DataError(path, 0, None, "no records (the file is empty or holds only blank lines)")
-    return rows
+    """The project's JSONL reader (UTF-8 with or without a BOM, one object a line, one-line errors)."""
+    return jsonl_objects(path)
 
 
 def _string(row: dict, key: str, path: Path, line: int, allow_empty: bool = False) -> str:
