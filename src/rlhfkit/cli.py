@@ -14,7 +14,6 @@ too many NaN/Inf updates in a row exit with 3; an RM refresh waiting for a perso
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -77,7 +76,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _disk_full(err: OSError) -> bool:
-    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    """checkpoint.is_disk_full, imported late (it brings torch)."""
+    from rlhfkit.training.checkpoint import is_disk_full as disk_full
+
+    return disk_full(err)
 
 
 def _fail_disk_full(err: OSError) -> None:
