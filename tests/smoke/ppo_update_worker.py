@@ -2,6 +2,8 @@
 
     python ppo_update_worker.py MODEL_DIR OUT_FILE --mini 64 --accumulation 1
     torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --accumulation 1
+    RLHFKIT_FSDP_ON_CPU=1 accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 2 \
+        ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32      (FSDP2 over gloo)
 
 Every process builds the same global batch of 64 episodes (fixed seed: queries, responses of
 different lengths, old logprobs, values, advantages, returns) and takes its share of the rows; one
@@ -28,6 +30,7 @@ from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
 from rlhfkit.training.ppo_update import ppo_update
+from rlhfkit.training.sharded import whole_weights
 
 BATCH, TQ, TR = 64, 5, 7
 
@@ -65,6 +68,7 @@ def main() -> None:
                     ppo_epochs=1, max_grad_norm=None, vf_coef=0.5, entropy_coef=0.01, clip_range_value=0.2)
     accelerator = make_accelerator("auto", "no", args.accumulation)
     world, rank = accelerator.num_processes, accelerator.process_index
+    sharded = accelerator.distributed_type.value
     section = ModelSection(name_or_path=args.model_dir)
     tokenizer = load_tokenizer(section, "policy")
     policy = disable_dropout(load_causal_lm(section, tokenizer, "policy"))
@@ -86,12 +90,14 @@ def main() -> None:
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
     result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(rank),
                         collectives, FaultGuard("ppo", 3), iteration=1)
+    module = accelerator.unwrap_model(actor_critic)
+    weights = whole_weights(accelerator, module) or module.state_dict()  # FSDP: gathered from the shards
     if accelerator.is_main_process:
-        module = accelerator.unwrap_model(actor_critic)
-        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()
+        save_file({k: v.detach().contiguous() for k, v in weights.items()
                    if "lm_head" not in k}, args.out)  # lm_head is tied to the embeddings
         with open(args.out + ".json", "w") as handle:
-            json.dump({"whitening_error": whitening_error, "fault": result.fault, "stats": result.stats, "world": world}, handle)
+            json.dump({"whitening_error": whitening_error, "fault": result.fault, "stats": result.stats, "world": world,
+                       "distributed_type": sharded}, handle)
     accelerator.wait_for_everyone()
 
 

@@ -4,9 +4,11 @@
   1 process × 64 episodes, 2 processes × 32, and 1 process × 8 accumulated micro-batches of 8
   (responses of different lengths, so a per-micro-batch token mean would fail it);
 - advantages whitened across two processes equal the whitening of the whole batch;
+- one update under FSDP2 (configs/accelerate/fsdp.yaml on CPU processes) equals the single process's;
 - `rlhfkit run --quick` under `accelerate launch --multi_gpu --num_processes 2`: one metrics line
   per iteration, one policy, a report; SIGKILL of both processes mid-PPO, then `--resume` under the
-  same launcher, ends with the same metrics as the uninterrupted two-process run.
+  same launcher, ends with the same metrics as the uninterrupted two-process run;
+- the same run and the same kill-and-resume under FSDP2, whose checkpoints gather the shards.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rlhfkit.training.distributed import FSDP_ON_CPU_ENV
+
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
+FSDP_CONFIG = HERE.parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 pytestmark = pytest.mark.slow
 
 
@@ -40,14 +45,19 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200", **extra}
 
 
-def _update(model_dir: Path, out: Path, processes: int, mini: int, accumulation: int = 1) -> tuple[dict, dict]:
+def _update(model_dir: Path, out: Path, processes: int, mini: int, accumulation: int = 1,
+            fsdp: bool = False) -> tuple[dict, dict]:
     worker = [str(HERE / "ppo_update_worker.py"), str(model_dir), str(out), "--mini", str(mini),
               "--accumulation", str(accumulation)]
-    if processes == 1:
+    if fsdp:  # the repository's FSDP2 launch config, on CPU processes (training/distributed.py::fsdp_on_cpu)
+        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", str(processes),
+               "--main_process_port", str(_free_port()), *worker]
+    elif processes == 1:
         cmd = [sys.executable, *worker]
     else:
         cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *worker]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=_env(**({FSDP_ON_CPU_ENV: "1"} if fsdp else {})), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return load_file(str(out)), json.loads(Path(str(out) + ".json").read_text())
 
@@ -69,6 +79,17 @@ def test_one_update_is_the_same_for_any_split_of_the_batch(tmp_path, tiny_model_
         assert info2["stats"][key] == pytest.approx(info1["stats"][key], rel=1e-5, abs=1e-6), key
 
 
+def test_one_update_under_fsdp2_equals_one_process(tmp_path, tiny_model_dir):
+    """FSDP2 shards policy and critic over the two processes (reduce-scatter of gradients, gathered
+    weights for the result): the update is the single process's."""
+    single, _ = _update(tiny_model_dir, tmp_path / "one.safetensors", 1, mini=64)
+    sharded, info = _update(tiny_model_dir, tmp_path / "fsdp.safetensors", 2, mini=32, fsdp=True)
+    assert info["world"] == 2 and info["distributed_type"] == "FSDP" and info["fault"] is None
+    assert sharded.keys() == single.keys()
+    for name, tensor in single.items():
+        torch.testing.assert_close(sharded[name], tensor, atol=2e-6, rtol=1e-5, msg=f"FSDP2 2 processes × 32: {name}")
+
+
 def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, tiny_model_dir):
     _, info = _update(tiny_model_dir, tmp_path / "w.safetensors", 2, mini=32)
     assert info["whitening_error"] < 1e-5
@@ -79,11 +100,14 @@ def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, ti
 QUICK = ["--set", "ppo.checkpoint.save_every=2"]
 
 
-def _launch(*args: str, port: int, **popen) -> subprocess.Popen:
-    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           "-m", "rlhfkit.cli", *args]
-    return subprocess.Popen(cmd, env=_env(**popen.pop("env", {})), stdout=popen.pop("stdout", subprocess.PIPE),
+DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+FSDP = ["--config_file", str(FSDP_CONFIG), "--num_processes", "2"]  # with FSDP_ON_CPU_ENV=1 in the environment
+
+
+def _launch(*args: str, port: int, launch: list[str] = DDP, **popen) -> subprocess.Popen:
+    cmd = [str(BIN / "accelerate"), "launch", *launch, "--main_process_port", str(port), "-m", "rlhfkit.cli", *args]
+    env = {**({FSDP_ON_CPU_ENV: "1"} if launch is FSDP else {}), **popen.pop("env", {})}
+    return subprocess.Popen(cmd, env=_env(**env), stdout=popen.pop("stdout", subprocess.PIPE),
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -98,13 +122,21 @@ def _ppo_lines(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port())
+def _run(run_dir: Path, launch: list[str]) -> tuple[Path, str]:
+    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port(), launch=launch)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     return run_dir, out
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("ddp") / "run", DDP)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("fsdp") / "run", FSDP)
 
 
 def test_run_quick_under_two_processes(two_process_run):
@@ -120,13 +152,36 @@ def test_run_quick_under_two_processes(two_process_run):
     assert all(line["policy/first_minibatch_ratio_dev"] == 0.0 for line in lines)
 
 
-def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_path, two_process_run):
-    reference_dir, _ = two_process_run
+def test_run_quick_under_fsdp2(fsdp_run, two_process_run):
+    """FSDP2 over gloo: the same one-writer outputs as DDP, whole-weight models that load anywhere, and
+    the same numbers as the DDP run up to float reduction order (until sampling diverges)."""
+    run_dir, out = fsdp_run
+    assert out.count("rlhfkit run: summary") == 1 and (run_dir / "report.html").exists()
+    assert [line["step"] for line in _ppo_lines(run_dir)] == list(range(1, 9))
+    ddp_dir, _ = two_process_run
+    for stage in ("sft", "rm"):
+        got, want = (load_file(str(d / stage / "model" / "model.safetensors")) for d in (run_dir, ddp_dir))
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-3, msg=f"{stage}: {name}")
+    first, first_ddp = _ppo_lines(run_dir)[0], _ppo_lines(ddp_dir)[0]
+    for key in ("objective/scores", "objective/entropy", "value/mean"):  # the rollout, before any update
+        assert first[key] == pytest.approx(first_ddp[key], rel=1e-4, abs=1e-6), key
+    for key in ("loss/policy_avg", "loss/value_avg"):  # means over 4 epochs of updates: rounding compounds
+        assert first[key] == pytest.approx(first_ddp[key], rel=2e-2), key
+    policy = load_file(str(run_dir / "ppo" / "policy" / "model.safetensors"))
+    assert all(not isinstance(t, torch.distributed.tensor.DTensor) for t in policy.values()) and len(policy) > 4
+
+
+@pytest.mark.parametrize("launch", ["ddp", "fsdp"])
+def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_path, launch, request):
+    reference_dir, _ = request.getfixturevalue("two_process_run" if launch == "ddp" else "fsdp_run")
+    launch_args = DDP if launch == "ddp" else FSDP
     run_dir = tmp_path / "run"
     log = open(tmp_path / "log.txt", "w")
     # pause the main process while it writes the iteration-6 checkpoint (2 and 4 are complete; SFT and RM
     # save at their last steps, 12 and 4, in this two-process run)
-    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port(),
+    proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port(), launch=launch_args,
                    env={"RLHFKIT_CHECKPOINT_PAUSE": "6"}, stdout=log)
     deadline = time.monotonic() + 600
     while not list((run_dir / "ppo" / "checkpoints").glob("*.tmp-*/PAUSED")):
@@ -141,7 +196,7 @@ def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_pa
     psutil.wait_procs([p for p in map(_process, everyone) if p is not None], timeout=60)
     assert not (run_dir / "ppo" / "done.json").exists()
 
-    resumed = _launch("run", "--resume", str(run_dir), port=_free_port())
+    resumed = _launch("run", "--resume", str(run_dir), port=_free_port(), launch=launch_args)
     out, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, out[-4000:]
     assert "resuming from" in out

@@ -253,15 +253,17 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_pretrained_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, final_dir: Path) -> Path:
+def save_pretrained_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, final_dir: Path,
+                           weights: dict | None = None) -> Path:
     """HF checkpoint (safetensors + config + tokenizer), written to a temp dir then renamed.
 
     A crash mid-write leaves only `<final>.tmp-*`, never a directory that looks complete.
+    `weights`: the model's whole weights when FSDP has sharded its parameters (training/sharded.py).
     """
     from rlhfkit.training.checkpoint import atomic_directory, tensor_bytes
 
-    with atomic_directory(final_dir, expected_bytes=tensor_bytes(model)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+    with atomic_directory(final_dir, expected_bytes=tensor_bytes(weights if weights is not None else model)) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
     return final_dir
 

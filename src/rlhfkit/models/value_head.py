@@ -33,11 +33,13 @@ class SharedValueHead(nn.Linear):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return super().forward(hidden).squeeze(-1)
 
-    def save(self, path: Path) -> Path:
-        """Weights as a plain safetensors file (`weight`, `bias`), written then renamed."""
+    def save(self, path: Path, weights: dict | None = None) -> Path:
+        """Weights as a plain safetensors file (`weight`, `bias`), written then renamed. `weights`: the
+        whole weights when FSDP has sharded them (training/sharded.py)."""
         from safetensors.torch import save_file
 
         tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        state = weights if weights is not None else self.state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
         tmp.replace(path)
         return path

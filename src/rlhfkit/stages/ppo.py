@@ -89,6 +89,7 @@ from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.progress import StageProgress, console
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
+from rlhfkit.training.sharded import is_sharded, whole_weights
 from rlhfkit.training.signals import stop_at_safe_points
 
 Observer = Callable[[Rollout], dict[str, float]]
@@ -103,7 +104,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     if (done := finished_stage(stage_dir, resume)) is not None:
         return done
     validate_refresh(ppo, labeler_given=labeler is not None)
-    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps, lora=ppo.lora is not None)
     check_data_parallel(ppo, accelerator.num_processes)
     seed_everything(cfg.seed, accelerator.process_index)  # each process its own sampling stream
     s = _setup(cfg, stage_dir, accelerator, labeler)
@@ -169,8 +170,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
                 break
 
     accelerator.wait_for_everyone()
-    if s.main:
-        _save(stage_dir, s, iteration)
+    _save(stage_dir, s, iteration)
     output = StageOutput(checkpoint=stage_dir / "policy",
                          metrics={k: v for k, v in s.logged.items() if k.startswith(("objective/", "policy/", "rollout/", M.KL_COEF))})
     if s.main:  # the final models stay; the training checkpoints go unless checkpoint.keep_when_finished
@@ -272,6 +272,10 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         ds_config["train_micro_batch_size_per_gpu"] = ppo.mini_batch_size
         ds_config["gradient_clipping"] = ppo.max_grad_norm or 0.0
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
+    if is_sharded(accelerator):  # FSDP2 sets its shard units up from the root down, in a first forward through it
+        with torch.no_grad():
+            ids = torch.full((1, 2), tokenizer.eos_token_id, device=device)
+            actor_critic(ids, torch.ones_like(ids), 1, 1.0)
     sampler = PromptSampler(len(prompt_texts), cfg.seed)  # the same order on every process; each takes its share
     s = _PPO(
         cfg=cfg, stage_dir=stage_dir, accelerator=accelerator, tokenizer=tokenizer, actor_critic=actor_critic,
@@ -295,7 +299,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         optimizer=optimizer, scheduler=scheduler, generators={"update": s.generator, "prompts": sampler.generator},
         stateful={"prompts": sampler, "kl_controller": s.kl_ctl, "monitor": s.monitor, "early_stopping": s.stopper,
                   "faults": s.guard, "reward_refresh": s.refresher},
-        logs=("metrics.jsonl", "samples.jsonl"), accelerator=accelerator,
+        logs=("metrics.jsonl", "samples.jsonl"), accelerator=accelerator, owner=actor_critic,
     )
     console.print(f"\\[ppo] {len(prompt_texts)} prompts ({prompt_stats.truncated} truncated), {ppo.num_iterations} "
                   f"iterations × {ppo.batch_size} episodes ({accelerator.num_processes} process(es) × "
@@ -360,8 +364,9 @@ def _bookkeeping(s: _PPO, iteration: int, stats: dict[str, float], exp, progress
     progress.advance(score=stats[M.SCORES], kl=stats[M.KL], beta=stats[M.KL_COEF])
     stop = _diagnose(s.monitor, ppo, iteration, stats, s.writer, s.kl_ctl, s.scheduler)
     improved, plateau = s.stopper.update(iteration, stats)
+    weights = whole_weights(s.accelerator, s.policy) if improved else None  # gathered under FSDP (every process)
     if improved and s.main:
-        save_pretrained_atomic(merged(s.policy), s.tokenizer, s.stage_dir / "best_policy")
+        save_pretrained_atomic(merged(s.policy), s.tokenizer, s.stage_dir / "best_policy", weights)
         s.writer.log(iteration, {"event": f"best {ppo.early_stopping.metric} = {s.stopper.best_value:.4g}"})
     if s.main and (iteration % ppo.sample_every == 0 or iteration == 1 or iteration == ppo.num_iterations):
         with open(s.stage_dir / "samples.jsonl", "a", encoding="utf-8") as samples:
@@ -425,15 +430,19 @@ def _diagnose(monitor, ppo: PPOConfig, iteration: int, stats: dict, writer: Metr
 
 def _save(stage_dir: Path, s: _PPO, iteration: int) -> None:
     """Policy (causal LM, LoRA adapters merged in) and critic as HF checkpoints — or, with a shared
-    head, `value_head.safetensors` — plus the KL controller state. Main process only."""
+    head, `value_head.safetensors` — plus the KL controller state. Every process calls it (under FSDP
+    the weights are gathered first); the main process writes."""
     tokenizer = s.tokenizer
     critic = s.accelerator.unwrap_model(s.actor_critic).critic
+    policy_weights, critic_weights = whole_weights(s.accelerator, s.policy), whole_weights(s.accelerator, critic)
+    if not s.main:
+        return
     tokenizer.padding_side = "right"
-    save_pretrained_atomic(merged(s.policy, in_place=True), tokenizer, stage_dir / "policy")
+    save_pretrained_atomic(merged(s.policy, in_place=True), tokenizer, stage_dir / "policy", policy_weights)
     if isinstance(critic, SharedValueHead):
-        critic.save(stage_dir / VALUE_HEAD_FILE)
+        critic.save(stage_dir / VALUE_HEAD_FILE, critic_weights)
     else:
-        save_pretrained_atomic(critic, tokenizer, stage_dir / "value_model")
+        save_pretrained_atomic(critic, tokenizer, stage_dir / "value_model", critic_weights)
     tokenizer.padding_side = "left"
     state = {"iteration": iteration, "kl_controller": s.kl_ctl.state_dict()}
     tmp = stage_dir / "trainer_state.json.tmp"

@@ -30,6 +30,7 @@ from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_he
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
+from rlhfkit.training.sharded import whole_weights
 
 REFERENCE_SET_SIZE = 512
 
@@ -87,7 +88,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     if (done := finished_stage(stage_dir, resume)) is not None:
         return done
     seed_everything(cfg.seed)
-    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, rm.optim.gradient_accumulation_steps)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, rm.optim.gradient_accumulation_steps, lora=rm.lora is not None)
 
     # 1. Pairs, validated before any model is loaded.
     train_records, eval_records = read_preference_data(rm, cfg.seed)
@@ -152,8 +153,9 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
     output = StageOutput(checkpoint=stage_dir / "model", metrics={
         **initial, **result.last_train, **result.last_eval, "reference/score_mean": mean, "reference/score_std": std})
+    weights = whole_weights(accelerator, unwrapped)  # gathered under FSDP (every process)
     if accelerator.is_main_process:
-        save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint)
+        save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint, weights)
         mark_finished(stage_dir, output, drop_checkpoints=not rm.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

@@ -27,6 +27,7 @@ from rlhfkit.models.lora import add_lora, merged, require_peft
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
+from rlhfkit.training.sharded import whole_weights
 
 
 def read_sft_data(cfg: SFTConfig, seed: int) -> tuple[list[InstructionExample], list[InstructionExample]]:
@@ -60,7 +61,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     if (done := finished_stage(stage_dir, resume)) is not None:
         return done
     seed_everything(cfg.seed)
-    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, sft.optim.gradient_accumulation_steps)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, sft.optim.gradient_accumulation_steps, lora=sft.lora is not None)
 
     # 1. Data, validated before any model is loaded.
     train_records, eval_records = read_sft_data(sft, cfg.seed)
@@ -110,8 +111,9 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     accelerator.wait_for_everyone()
     initial = {f"initial_{k.removeprefix('eval/')}": v for k, v in result.initial_eval.items()}
     output = StageOutput(checkpoint=stage_dir / "model", metrics={**initial, **result.last_train, **result.last_eval})
+    weights = whole_weights(accelerator, accelerator.unwrap_model(model))  # gathered under FSDP (every process)
     if accelerator.is_main_process:
-        save_pretrained_atomic(merged(accelerator.unwrap_model(model), in_place=True), tokenizer, output.checkpoint)
+        save_pretrained_atomic(merged(accelerator.unwrap_model(model), in_place=True), tokenizer, output.checkpoint, weights)
         mark_finished(stage_dir, output, drop_checkpoints=not sft.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

@@ -25,6 +25,14 @@ import torch
 from rich.markup import escape
 
 from rlhfkit.config.load import ConfigError
+from rlhfkit.training.sharded import (
+    OPTIMIZER_BY_NAME,
+    is_sharded,
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -149,7 +157,8 @@ def atomic_directory(final_dir: Path, expected_bytes: int = 0) -> Iterator[Path]
 #
 # STAGE/checkpoints/step-00000040/     one per save, written with atomic_directory
 #     <model>.safetensors              weights of each trained model (policy, value_model / model)
-#     optimizer.pt                     optimizer.state_dict(), read back with torch.load(weights_only=True)
+#     optimizer.pt                     optimizer.state_dict(), read back with torch.load(weights_only=True);
+#                                      under FSDP the whole state keyed by parameter name (sharded.py)
 #     trainer_state.json               step, config fingerprint, scheduler, RNG states (Python, NumPy,
 #                                      torch, CUDA, named generators — one set per process in a
 #                                      data-parallel run), data position, KL controller,
@@ -165,6 +174,7 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 OPTIMIZER_FILE = "optimizer.pt"
+OPTIMIZER_BY_POSITION = "by_position"  # optimizer.state_dict() as torch writes it; OPTIMIZER_BY_NAME: sharded.py's
 PAUSE_ENV = "RLHFKIT_CHECKPOINT_PAUSE"  # testing aid: pause mid-write of the checkpoint of this step
 
 
@@ -234,7 +244,9 @@ def _pause_if_asked(step: int, tmp: Path) -> None:
 class Checkpointer:
     """Saves and restores everything a stage needs to continue exactly where it stopped.
 
-    models: name -> module (weights, safetensors); optimizer, scheduler: their state dicts;
+    models: name -> module (weights, safetensors); optimizer, scheduler: their state dicts (under FSDP
+    the shards are gathered into whole tensors first, training/sharded.py, with `owner` the prepared
+    module holding the optimizer's parameters);
     generators: name -> torch.Generator; stateful: name -> object with state_dict() /
     load_state_dict() returning JSON data (None entries are skipped); logs: append-only files in
     the stage directory, cut back to their checkpoint-time size on resume.
@@ -243,8 +255,10 @@ class Checkpointer:
     def __init__(self, stage_dir: Path, cfg: Any, *, stage: str, fingerprint: dict[str, Any],
                  models: dict[str, Any], optimizer: Any, scheduler: Any,
                  generators: dict[str, Any] | None = None, stateful: dict[str, Any] | None = None,
-                 logs: tuple[str, ...] = ("metrics.jsonl",), accelerator: Any = None, unit: str = "step"):
+                 logs: tuple[str, ...] = ("metrics.jsonl",), accelerator: Any = None, unit: str = "step",
+                 owner: Any = None):
         self.stage_dir, self.cfg, self.stage, self.unit = Path(stage_dir), cfg, stage, unit
+        self.owner = owner  # the prepared module the optimizer's parameters belong to (its names key a sharded optimizer state)
         self.root = self.stage_dir / CHECKPOINTS_DIR
         self.fingerprint = fingerprint
         self.models, self.optimizer, self.scheduler = models, optimizer, scheduler
@@ -263,7 +277,7 @@ class Checkpointer:
     # ------------------------------------------------------------------ save
     def save(self, step: int, extra: dict[str, Any]) -> Path:
         """Write checkpoint `step` atomically, then delete all but the newest `keep_last`."""
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file, save_model
 
         from rlhfkit.training.distributed import main_first
         from rlhfkit.training.resume import log_sizes, rng_state
@@ -272,6 +286,10 @@ class Checkpointer:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         rngs = self._gather(rng_state(self.generators))  # every process's own streams (sampling differs per rank)
+        sharded = is_sharded(self.accelerator)
+        # under FSDP gathering the shards is a collective: every process, before the main process writes
+        weights = {name: model_state(self._unwrap(m)) for name, m in self.models.items()} if sharded else {}
+        whole_optimizer = optimizer_state(self.owner, self.optimizer) if sharded else None
 
         def write() -> None:  # the main process writes; an error in it reaches every process (main_first)
             state = {
@@ -280,14 +298,19 @@ class Checkpointer:
                 "rng": rngs[0], "rng_per_process": rngs,
                 "state": {name: obj.state_dict() for name, obj in self.stateful.items()},
                 "logs": log_sizes(self.stage_dir, self.logs),
+                "optimizer_layout": OPTIMIZER_BY_NAME if sharded else OPTIMIZER_BY_POSITION,
                 "extra": extra,
             }
-            needed = tensor_bytes(*self.models.values(), self.optimizer.state_dict())
+            optimizer = whole_optimizer if sharded else self.optimizer.state_dict()
+            needed = tensor_bytes(*(weights.values() if sharded else self.models.values()), optimizer)
             with atomic_directory(final, expected_bytes=needed) as tmp:
                 for name, model in self.models.items():
-                    save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
+                    if sharded:
+                        save_file(weights[name], str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
+                    else:
+                        save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
                 _pause_if_asked(step, tmp)
-                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                torch.save(optimizer, tmp / OPTIMIZER_FILE)
                 (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
                 files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
                 (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
@@ -381,7 +404,7 @@ class Checkpointer:
         """Load checkpoint `path` into every registered object; what is wrong with it, or None.
         A config that differs from the checkpoint's raises ConfigError (that is no corruption)."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file, load_model
 
         from rlhfkit.training.resume import check_fingerprint, set_rng_state
 
@@ -397,10 +420,20 @@ class Checkpointer:
         if len(per_process) != world:  # not corruption: the launch differs from the one that wrote it
             raise ConfigError(f"{path} was written by {len(per_process)} process(es); resume it with the same number "
                               f"(this launch has {world})")
+        sharded, by_name = is_sharded(self.accelerator), state.get("optimizer_layout") == OPTIMIZER_BY_NAME
+        if sharded and not by_name:  # its optimizer state cannot be split into this launch's shards
+            raise ConfigError(f"{path} was written without FSDP: resume it under the launch config that wrote it")
         try:
             for name, model in self.models.items():
-                load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
-            self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+                if sharded:  # every process reads the whole weights and keeps its shard
+                    load_model_state(self._unwrap(model), load_file(str(path / f"{name}.safetensors")))
+                else:
+                    load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
+            optimizer = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+            if by_name:
+                load_optimizer_state(self.owner, self.optimizer, optimizer)
+            else:
+                self.optimizer.load_state_dict(optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             for name, obj in self.stateful.items():
                 obj.load_state_dict(state["state"][name])

@@ -142,17 +142,21 @@ def policy_for_generation(accelerator, actor_critic) -> Iterator[torch.nn.Module
 
         with deepspeed.zero.GatheredParameters(list(policy.parameters()), modifier_rank=None):
             yield policy
-    elif accelerator.distributed_type == DistributedType.FSDP and getattr(accelerator, "is_fsdp2", False):
-        actor_critic.unshard()  # FSDP2: the root module gathers every shard; reshard() frees them
+    elif accelerator.distributed_type == DistributedType.FSDP:  # FSDP2 (check_sharding refuses FSDP1)
+        # Gather every shard unit once for the whole rollout: left to its hooks, each block would be
+        # gathered and freed again at every decoding step. reshard() frees them after.
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in actor_critic.modules() if isinstance(m, FSDPModule)]
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
         try:
             yield policy
         finally:
-            actor_critic.reshard()
-    elif accelerator.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        with FullyShardedDataParallel.summon_full_params(actor_critic, writeback=False):
-            yield policy
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(accelerator.state.fsdp_plugin.reshard_after_forward, recurse=False)
     else:
         yield policy
 
@@ -188,17 +192,43 @@ def processes_asked_of_accelerate() -> int | None:
 _warned_sharding = False
 
 
-def check_weights_are_gathered_on_save(distributed_type, zero_stage: int | None) -> None:
-    """FSDP and ZeRO-3 shard the weights themselves; rlhfkit's checkpoints and final models are still
-    written from the main process's module, which would then hold only its shard. Refuse them (one
-    clear line) rather than write checkpoints that look complete and are not."""
+def check_sharding(accelerator, lora: bool) -> None:
+    """Refuse, in one line, the sharded set-ups whose checkpoints and saved models rlhfkit cannot
+    write whole: FSDP1 (its flat parameters; FSDP2's are gathered, training/sharded.py), DeepSpeed
+    ZeRO-3 (not gathered yet), and LoRA under FSDP (the adapters are merged into sharded weights)."""
     from rlhfkit.config.load import ConfigError
 
-    if distributed_type == DistributedType.FSDP or (distributed_type == DistributedType.DEEPSPEED and zero_stage == 3):
-        name = "FSDP" if distributed_type == DistributedType.FSDP else "DeepSpeed ZeRO-3"
-        raise ConfigError(f"{name} shards the weights, and rlhfkit does not yet gather them for its checkpoints and "
-                          "saved models: launch with DDP or ZeRO-2 (configs/accelerate/ddp.yaml, zero2.yaml), "
-                          "with ppo.lora / sft.lora / rm.lora for models that do not fit")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if accelerator.state.fsdp_plugin.fsdp_version != 2:
+            raise ConfigError("FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config "
+                              "(configs/accelerate/fsdp.yaml)")
+        if lora:
+            raise ConfigError("LoRA under FSDP is not supported (the adapters would be merged into sharded weights): "
+                              "LoRA models are small, launch with DDP (configs/accelerate/ddp.yaml)")
+    plugin = accelerator.state.deepspeed_plugin
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3:
+        raise ConfigError("DeepSpeed ZeRO-3 shards the weights, and rlhfkit does not yet gather them for its checkpoints "
+                          "and saved models: use FSDP2 (configs/accelerate/fsdp.yaml), or ZeRO-2 with ppo.lora / sft.lora / "
+                          "rm.lora for models whose weights do not fit one device")
+
+
+FSDP_ON_CPU_ENV = "RLHFKIT_FSDP_ON_CPU"
+
+
+def fsdp_on_cpu(accelerator) -> bool:
+    """Testing aid: with RLHFKIT_FSDP_ON_CPU=1 under an FSDP launch config on a machine without GPUs,
+    switch the accelerator to FSDP before any model is prepared. accelerate enables FSDP only on
+    accelerators, while torch's FSDP2 runs on the CPU over gloo; so the tests run accelerate's and
+    torch's real FSDP2 code (sharding, gathering, clipping) on 2 CPU processes. True when switched."""
+    if (os.environ.get(FSDP_ON_CPU_ENV) != "1" or os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true"
+            or accelerator.distributed_type != DistributedType.MULTI_CPU):
+        return False
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # read from the launcher's FSDP_* variables
+    # PartialState too: every AcceleratorState() accelerate builds later copies its distributed type
+    state().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
+    return True
 
 
 def warn_if_sharding_was_dropped(accelerator) -> None:
@@ -233,5 +263,5 @@ def start_processes() -> None:
                       f"or use torchrun --nproc_per_node {asked} -m rlhfkit.cli …", highlight=False, soft_wrap=True)
 
 
-__all__ = ["Collectives", "barrier", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
+__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_sharding", "fsdp_on_cpu", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
            "state", "world_size"]

@@ -46,19 +46,21 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return process_seed
 
 
-def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_steps: int = 1) -> Accelerator:
+def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_steps: int = 1, *,
+                     lora: bool = False) -> Accelerator:
     """An Accelerator honouring `device` (auto: CUDA, then MPS, then CPU; under a launcher on a
-    machine without GPUs the processes use gloo on the CPU)."""
-    from rlhfkit.training.distributed import check_weights_are_gathered_on_save, no_accelerator, warn_if_sharding_was_dropped
+    machine without GPUs the processes use gloo on the CPU); sharded set-ups rlhfkit cannot save
+    whole are refused here, before any model loads."""
+    from rlhfkit.training.distributed import check_sharding, fsdp_on_cpu, no_accelerator, warn_if_sharding_was_dropped
 
     accelerator = Accelerator(
         cpu=device == "cpu" or (device == "auto" and no_accelerator()),
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    warn_if_sharding_was_dropped(accelerator)
-    plugin = accelerator.state.deepspeed_plugin
-    check_weights_are_gathered_on_save(accelerator.distributed_type, plugin.zero_stage if plugin is not None else None)
+    if not fsdp_on_cpu(accelerator):
+        warn_if_sharding_was_dropped(accelerator)
+    check_sharding(accelerator, lora)
     return accelerator
 
 
@@ -165,7 +167,7 @@ def train_loop(
     checkpointer = Checkpointer(
         stage_dir, checkpoint, stage=writer.stage, fingerprint=fingerprint, models={"model": model},
         optimizer=optimizer, scheduler=scheduler, generators={"data": generator},
-        stateful={"data": position, "faults": guard}, accelerator=accelerator,
+        stateful={"data": position, "faults": guard}, accelerator=accelerator, owner=model,
     )
 
     result = TrainResult(steps=0)

@@ -1,0 +1,37 @@
+"""The sharded set-ups rlhfkit cannot save whole are refused in one line before any model loads;
+FSDP2 (gathered by training/sharded.py), DDP and ZeRO-2 are accepted."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from accelerate.utils import DistributedType
+
+from rlhfkit.config.load import ConfigError
+from rlhfkit.training.distributed import check_sharding
+
+
+def _accelerator(kind, fsdp_version=None, zero_stage=None):
+    fsdp = SimpleNamespace(fsdp_version=fsdp_version) if fsdp_version else None
+    deepspeed = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+    return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=fsdp, deepspeed_plugin=deepspeed))
+
+
+@pytest.mark.parametrize("accelerator, lora, message", [
+    (_accelerator(DistributedType.FSDP, fsdp_version=1), False, "FSDP version 1 is not supported"),
+    (_accelerator(DistributedType.FSDP, fsdp_version=2), True, "LoRA under FSDP is not supported"),
+    (_accelerator(DistributedType.DEEPSPEED, zero_stage=3), False, "ZeRO-3 shards the weights"),
+])
+def test_unsavable_sharding_is_refused(accelerator, lora, message):
+    with pytest.raises(ConfigError, match=message):
+        check_sharding(accelerator, lora)
+
+
+@pytest.mark.parametrize("accelerator, lora", [
+    (_accelerator(DistributedType.NO), True), (_accelerator(DistributedType.MULTI_CPU), False),
+    (_accelerator(DistributedType.MULTI_GPU), True), (_accelerator(DistributedType.FSDP, fsdp_version=2), False),
+    (_accelerator(DistributedType.DEEPSPEED, zero_stage=2), True),
+])
+def test_savable_set_ups_are_accepted(accelerator, lora):
+    check_sharding(accelerator, lora)
