@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU check of the scale-out paths, for a machine with one or more NVIDIA GPUs (run from the repo
-# root after `make test` or an equivalent install; DeepSpeed needs `pip install deepspeed`).
+# root after `make test` or an equivalent install).
 #
 #   bash bench/gpu_check.sh [OUT_DIR]
 #
 # Each case runs `rlhfkit run --quick` (the bundled toy task, a few minutes at most on one GPU) and
 # prints its PPO figures: first-mini-batch ratio deviation (0 in fp32; small in bf16), final KL and
-# score, peak GPU memory per process, s/iteration. Cases: fp32 and bf16 on one process; DDP over
-# every GPU; ZeRO-2 over every GPU; FSDP2 and ZeRO-3, which rlhfkit refuses until its saving gathers
-# the shards (the case must print that one line and FAILED). A case that fails prints FAILED and the run goes on.
+# score, peak GPU memory per process, s/iteration. Cases: fp32 and bf16 on one process; DDP and
+# FSDP2 over every GPU, then FSDP2 killed mid-PPO and resumed; DeepSpeed ZeRO-2, which rlhfkit
+# refuses for now (the case must print that one line and FAILED). A case that fails prints FAILED
+# and the run goes on.
 set -u
 OUT=${1:-/tmp/rlhfkit-gpu-check}
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
@@ -43,10 +44,19 @@ case_run fp32 "$PY"
 case_run bf16 "$PY" --set mixed_precision=bf16
 case_run bf16-checkpointing "$PY" --set mixed_precision=bf16 --set ppo.gradient_checkpointing=true
 case_run ddp "$ACC --multi_gpu --num_processes $GPUS" --set mixed_precision=bf16
-case_run fsdp2-refused "$ACC --config_file configs/accelerate/fsdp.yaml --num_processes $GPUS" --set mixed_precision=bf16
-if "$PY" -c "import deepspeed" 2>/dev/null; then
-  case_run zero2 "$ACC --config_file configs/accelerate/zero2.yaml --num_processes $GPUS" --set mixed_precision=bf16
-  case_run zero3-refused "$ACC --config_file configs/accelerate/zero3.yaml --num_processes $GPUS" --set mixed_precision=bf16
+case_run fsdp2 "$ACC --config_file configs/accelerate/fsdp.yaml --num_processes $GPUS" --set mixed_precision=bf16
+echo "== fsdp2-resume (SIGTERM to every process after PPO iteration 3, then --resume)"
+FSDP="$ACC --config_file configs/accelerate/fsdp.yaml --num_processes $GPUS"
+setsid $FSDP -m rlhfkit.cli run --quick -o "$OUT/fsdp2-resume" --set mixed_precision=bf16 \
+  >"$OUT/fsdp2-resume.log" 2>&1 &
+LAUNCHER=$!
+until [ "$(grep -c '"timing/training"' "$OUT/fsdp2-resume/ppo/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] \
+      || ! kill -0 $LAUNCHER 2>/dev/null; do sleep 1; done
+kill -TERM -- -$LAUNCHER 2>/dev/null; wait $LAUNCHER
+if $FSDP -m rlhfkit.cli run --resume "$OUT/fsdp2-resume" >>"$OUT/fsdp2-resume.log" 2>&1; then
+  grep -q "resuming from" "$OUT/fsdp2-resume.log" && echo "  resumed from a checkpoint" || echo "  (finished before the signal)"
+  report "$OUT/fsdp2-resume"
 else
-  echo "== zero2 / zero3: skipped, deepspeed is not installed"
+  echo "  FAILED (log: $OUT/fsdp2-resume.log)"; tail -5 "$OUT/fsdp2-resume.log"
 fi
+case_run zero2-refused "$ACC --config_file configs/accelerate/zero2.yaml --num_processes $GPUS" --set mixed_precision=bf16

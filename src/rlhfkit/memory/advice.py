@@ -80,7 +80,7 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
         out.append(Change("frozen models (reference, reward) in host RAM outside the experience phase",
                           "DeepSpeed offload of ref/RM (not in rlhfkit yet)", lambda x: replace(x, offload_frozen=True)))
     if s.precision in ("fp32", "amp") and gpu:
-        out.append(Change("bf16 weights + fp32 master and moments (mixed precision)", "DeepSpeed bf16 (ZeRO's 2+2+12 B)",
+        out.append(Change("bf16 weights + fp32 master and moments (mixed precision)", "DeepSpeed bf16 (ZeRO's 2+2+12 B; DeepSpeed is not in rlhfkit yet)",
                           lambda x: replace(x, precision="mixed")))
     elif s.precision in ("fp32", "amp"):  # torch AdamW on bf16 weights: 2 + 2 + 4 bytes, no master copy
         key = "ppo.policy.dtype" if ppo else f"{inputs.stage}.model.dtype"
@@ -93,10 +93,10 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
         out.append(Change("LoRA r=8 (reference = adapters off)", "--set ppo.lora.r=8",
                           lambda x: replace(x, lora_rank=8)))
     if gpu and s.n_devices > 1 and s.zero_stage < 3:
-        out.append(Change(f"ZeRO-3 / FSDP over the {s.n_devices} devices", "accelerate launch with DeepSpeed ZeRO-3 or FSDP",
+        out.append(Change(f"ZeRO-3 / FSDP over the {s.n_devices} devices", "accelerate launch with FSDP2 (configs/accelerate/fsdp.yaml)",
                           lambda x: replace(x, zero_stage=3)))
     if gpu and not s.offload_optimizer:
-        out.append(Change("optimizer states in host RAM (ZeRO-Offload)", "DeepSpeed offload_optimizer: cpu",
+        out.append(Change("optimizer states in host RAM (ZeRO-Offload)", "DeepSpeed offload_optimizer: cpu (not in rlhfkit yet)",
                           lambda x: replace(x, offload_optimizer=True)))
     return out
 
@@ -122,7 +122,7 @@ def advise(inputs: PlanInputs, capacity: float, device_kind: str) -> tuple[list[
         together = needed(plan_memory(replace(inputs, settings=settings)), device_kind)
         combined.append(Advice(change.label, change.how, together, together <= capacity))
     if device_kind == "cuda" and inputs.settings.zero_stage < 3:
-        how = "accelerate launch --num_processes {n} with DeepSpeed ZeRO-3 or FSDP"
+        how = "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes {n} (FSDP2)"
         alone = _sharded(inputs, capacity, device_kind)
         if alone is not None:
             single.append(Advice(f"ZeRO-3 / FSDP over {alone[0]} devices (smallest count that fits)",

@@ -17,7 +17,7 @@
 Before it (stages/ppo_inputs.py): `validate`, run by the CLI before any model loads, the prompts,
 the context-length check, the reference's and critic's starting checkpoints, the prompt order.
 Around the loop: `_setup` loads the four models (policy and critic as one `ActorCritic`, prepared
-by accelerate — DDP, FSDP or DeepSpeed, mixed precision, gradient checkpointing — a frozen
+by accelerate — DDP or FSDP2, mixed precision, gradient checkpointing — a frozen
 reference, a frozen reward source) and everything that is checkpointed.
 
 Data parallel: `ppo.batch_size` is the global number of episodes; with W processes each samples
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import DistributedType
 from rich.markup import escape
 from transformers import get_scheduler
 
@@ -220,7 +219,7 @@ class _PPO:
 
     @property
     def policy(self):
-        """The policy module itself (unwrapped from DDP / FSDP / DeepSpeed)."""
+        """The policy module itself (unwrapped from DDP; under FSDP2 the module itself)."""
         return self.accelerator.unwrap_model(self.actor_critic).policy
 
     def global_means(self, local: dict[str, float]) -> dict[str, float]:
@@ -267,10 +266,6 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     # The scheduler is stepped by hand once per optimiser step: accelerate's prepared scheduler would
     # step once per process and finish the schedule W times too early.
     scheduler = get_scheduler(ppo.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=total_steps)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no DataLoader tells DeepSpeed the batch shape
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["train_micro_batch_size_per_gpu"] = ppo.mini_batch_size
-        ds_config["gradient_clipping"] = ppo.max_grad_norm or 0.0
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
     if is_sharded(accelerator):  # FSDP2 sets its shard units up from the root down, in a first forward through it
         with torch.no_grad():

@@ -12,8 +12,8 @@ group (NCCL on GPUs, gloo on CPUs); nothing here creates one of its own.
   the others wait and get its result — or the same error, so every process exits with the same
   code instead of one waiting forever in a collective.
 - `policy_for_generation(accelerator, actor_critic)`: the policy with its full weights for
-  `generate()` — FSDP and ZeRO-3 shard parameters, so they are gathered for the rollout (as the
-  peers do) and dropped again after it.
+  `generate()` — FSDP shards parameters, so they are gathered for the rollout (as the peers do)
+  and dropped again after it.
 - `launched_processes()`: what the launcher asked for, to warn when fewer processes started.
 """
 
@@ -137,12 +137,7 @@ class Collectives:
 def policy_for_generation(accelerator, actor_critic) -> Iterator[torch.nn.Module]:
     """The unwrapped policy, its full weights present while the block runs (see module docstring)."""
     policy = accelerator.unwrap_model(actor_critic).policy
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(policy.parameters()), modifier_rank=None):
-            yield policy
-    elif accelerator.distributed_type == DistributedType.FSDP:  # FSDP2 (check_sharding refuses FSDP1)
+    if accelerator.distributed_type == DistributedType.FSDP:  # FSDP2 (check_sharding refuses FSDP1)
         # Gather every shard unit once for the whole rollout: left to its hooks, each block would be
         # gathered and freed again at every decoding step. reshard() frees them after.
         from torch.distributed.fsdp import FSDPModule
@@ -193,9 +188,11 @@ _warned_sharding = False
 
 
 def check_sharding(accelerator, lora: bool) -> None:
-    """Refuse, in one line, the sharded set-ups whose checkpoints and saved models rlhfkit cannot
-    write whole: FSDP1 (its flat parameters; FSDP2's are gathered, training/sharded.py), DeepSpeed
-    ZeRO-3 (not gathered yet), and LoRA under FSDP (the adapters are merged into sharded weights)."""
+    """Refuse, in one line, the set-ups whose training or checkpoints rlhfkit does not get right yet:
+    FSDP1 (flat parameters; FSDP2's are gathered, training/sharded.py), LoRA under FSDP (adapters
+    merged into sharded weights), and DeepSpeed — tried on 2 CPU processes, its engine returns the
+    gradient norm as a float, scales the loss itself and partitions the optimizer state into objects
+    `torch.load(weights_only=True)` refuses, so neither the update nor a resume would be right."""
     from rlhfkit.config.load import ConfigError
 
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -205,11 +202,18 @@ def check_sharding(accelerator, lora: bool) -> None:
         if lora:
             raise ConfigError("LoRA under FSDP is not supported (the adapters would be merged into sharded weights): "
                               "LoRA models are small, launch with DDP (configs/accelerate/ddp.yaml)")
-    plugin = accelerator.state.deepspeed_plugin
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3:
-        raise ConfigError("DeepSpeed ZeRO-3 shards the weights, and rlhfkit does not yet gather them for its checkpoints "
-                          "and saved models: use FSDP2 (configs/accelerate/fsdp.yaml), or ZeRO-2 with ppo.lora / sft.lora / "
-                          "rm.lora for models whose weights do not fit one device")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        check_launch(deepspeed=True)
+
+
+def check_launch(deepspeed: bool = False) -> None:
+    """Before any work: a launcher that asked for DeepSpeed is refused (see check_sharding)."""
+    from rlhfkit.config.load import ConfigError
+
+    if deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise ConfigError("DeepSpeed is not supported yet: shard with FSDP2 instead (configs/accelerate/fsdp.yaml: "
+                          "weights, gradients and optimizer state sharded, as ZeRO-3 does), or use DDP "
+                          "(configs/accelerate/ddp.yaml)")
 
 
 FSDP_ON_CPU_ENV = "RLHFKIT_FSDP_ON_CPU"
@@ -263,5 +267,5 @@ def start_processes() -> None:
                       f"or use torchrun --nproc_per_node {asked} -m rlhfkit.cli …", highlight=False, soft_wrap=True)
 
 
-__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_sharding", "fsdp_on_cpu", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
+__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_launch", "check_sharding", "fsdp_on_cpu", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
            "state", "world_size"]

@@ -58,9 +58,10 @@ def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_st
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    if not fsdp_on_cpu(accelerator):
-        warn_if_sharding_was_dropped(accelerator)
+    switched = fsdp_on_cpu(accelerator)
     check_sharding(accelerator, lora)
+    if not switched:
+        warn_if_sharding_was_dropped(accelerator)
     return accelerator
 
 

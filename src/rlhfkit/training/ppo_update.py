@@ -2,7 +2,7 @@
 
 One loop over micro-batches (`mini_batch_size` episodes each, on this process); every
 `gradient_accumulation_steps` of them make one optimiser step, through accelerate's
-`accumulate` / `backward` / `clip_grad_norm_`, so DDP, FSDP and DeepSpeed synchronise the
+`accumulate` / `backward` / `clip_grad_norm_`, so DDP and FSDP synchronise the
 gradients and `mixed_precision` applies.
 
 Loss aggregation — the gradient of an optimiser step is that of the token mean over every valid
@@ -51,10 +51,8 @@ def _clip_and_check(accelerator: Accelerator, actor_critic, max_grad_norm: float
 
     DDP / one process: policy and critic are clipped separately (their gradient scales differ).
     FSDP shards parameters, so a norm is only right over the whole prepared module: there both are
-    clipped together. DeepSpeed clips inside its engine (its `gradient_clipping` setting)."""
+    clipped together."""
     limit = max_grad_norm or math.inf
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return None
     if accelerator.distributed_type == DistributedType.FSDP:
         return torch.as_tensor(accelerator.clip_grad_norm_(actor_critic.parameters(), limit)).reshape(1)
     module = accelerator.unwrap_model(actor_critic)

@@ -12,7 +12,7 @@ The checkpoint layout stays the one `training/checkpoint.py` describes — safet
 any world size. The optimizer state is keyed by parameter name (`policy.transformer.h.0…`), not by
 position, which is what lets it be scattered back into another process's shard.
 
-Without FSDP (one process, DDP, ZeRO-2) the callers keep using the plain `state_dict()`.
+Without FSDP (one process, DDP) the callers keep using the plain `state_dict()`.
 """
 
 from __future__ import annotations
