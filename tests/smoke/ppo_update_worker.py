@@ -4,6 +4,8 @@
     torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --accumulation 1
     RLHFKIT_FSDP_ON_CPU=1 accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 2 \
         ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32      (FSDP2 over gloo)
+    accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes 2 \
+        ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32      (DeepSpeed on its CPU accelerator)
 
 Every process builds the same global batch of 64 episodes (fixed seed: queries, responses of
 different lengths, old logprobs, values, advantages, returns) and takes its share of the rows; one
@@ -26,7 +28,7 @@ from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.rollout.types import Experience
-from rlhfkit.training.distributed import Collectives
+from rlhfkit.training.distributed import Collectives, configure_deepspeed
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
 from rlhfkit.training.ppo_update import ppo_update
@@ -87,6 +89,7 @@ def main() -> None:
     actor_critic = ActorCritic(policy, critic)
     optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    configure_deepspeed(accelerator, args.mini, args.accumulation, ppo.max_grad_norm)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
     result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(rank),
                         collectives, FaultGuard("ppo", 3), iteration=1)

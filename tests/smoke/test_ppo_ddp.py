@@ -31,7 +31,8 @@ from rlhfkit.training.distributed import FSDP_ON_CPU_ENV
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
-FSDP_CONFIG = HERE.parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+CONFIGS = HERE.parents[1] / "configs" / "accelerate"
+FSDP_CONFIG = CONFIGS / "fsdp.yaml"
 pytestmark = pytest.mark.slow
 
 
@@ -46,18 +47,20 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _update(model_dir: Path, out: Path, processes: int, mini: int, accumulation: int = 1,
-            fsdp: bool = False) -> tuple[dict, dict]:
+            engine: str | None = None) -> tuple[dict, dict]:
+    """engine: None (DDP, or one process), or a launch config in configs/accelerate (fsdp: FSDP2 on CPU
+    processes, training/distributed.py::fsdp_on_cpu; zero2 / zero3: DeepSpeed on its CPU accelerator)."""
     worker = [str(HERE / "ppo_update_worker.py"), str(model_dir), str(out), "--mini", str(mini),
               "--accumulation", str(accumulation)]
-    if fsdp:  # the repository's FSDP2 launch config, on CPU processes (training/distributed.py::fsdp_on_cpu)
-        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", str(processes),
-               "--main_process_port", str(_free_port()), *worker]
+    if engine is not None:
+        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(CONFIGS / f"{engine}.yaml"),
+               "--num_processes", str(processes), "--main_process_port", str(_free_port()), *worker]
     elif processes == 1:
         cmd = [sys.executable, *worker]
     else:
         cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(processes), "--master_port", str(_free_port()), *worker]
-    done = subprocess.run(cmd, env=_env(**({FSDP_ON_CPU_ENV: "1"} if fsdp else {})), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(cmd, env=_env(**({FSDP_ON_CPU_ENV: "1"} if engine == "fsdp" else {})), capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return load_file(str(out)), json.loads(Path(str(out) + ".json").read_text())
 
@@ -79,15 +82,19 @@ def test_one_update_is_the_same_for_any_split_of_the_batch(tmp_path, tiny_model_
         assert info2["stats"][key] == pytest.approx(info1["stats"][key], rel=1e-5, abs=1e-6), key
 
 
-def test_one_update_under_fsdp2_equals_one_process(tmp_path, tiny_model_dir):
-    """FSDP2 shards policy and critic over the two processes (reduce-scatter of gradients, gathered
-    weights for the result): the update is the single process's."""
+@pytest.mark.parametrize("engine, kind", [("fsdp", "FSDP"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED")])
+def test_one_update_under_a_sharding_engine_equals_one_process(tmp_path, tiny_model_dir, engine, kind):
+    """FSDP2 and ZeRO-3 shard policy and critic over the two processes, ZeRO-2 their optimizer state
+    and gradients (reduce-scatter, gathered weights for the result): the update is the single
+    process's. (Plain SGD, one step: DeepSpeed's engine steps and averages like DDP.)"""
+    if engine != "fsdp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is installed by `make test`")
     single, _ = _update(tiny_model_dir, tmp_path / "one.safetensors", 1, mini=64)
-    sharded, info = _update(tiny_model_dir, tmp_path / "fsdp.safetensors", 2, mini=32, fsdp=True)
-    assert info["world"] == 2 and info["distributed_type"] == "FSDP" and info["fault"] is None
+    sharded, info = _update(tiny_model_dir, tmp_path / f"{engine}.safetensors", 2, mini=32, engine=engine)
+    assert info["world"] == 2 and info["distributed_type"] == kind and info["fault"] is None
     assert sharded.keys() == single.keys()
     for name, tensor in single.items():
-        torch.testing.assert_close(sharded[name], tensor, atol=2e-6, rtol=1e-5, msg=f"FSDP2 2 processes × 32: {name}")
+        torch.testing.assert_close(sharded[name], tensor, atol=2e-6, rtol=1e-5, msg=f"{engine}, 2 processes × 32: {name}")
 
 
 def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, tiny_model_dir):

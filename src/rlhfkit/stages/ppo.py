@@ -81,14 +81,14 @@ from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_re
     value_section,
 )
 from rlhfkit.training.checkpoint import Checkpointer
-from rlhfkit.training.distributed import Collectives, policy_for_generation
+from rlhfkit.training.distributed import Collectives, configure_deepspeed, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.progress import StageProgress, console
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
-from rlhfkit.training.sharded import is_sharded, whole_weights
+from rlhfkit.training.sharded import is_fsdp, whole_weights
 from rlhfkit.training.signals import stop_at_safe_points
 
 Observer = Callable[[Rollout], dict[str, float]]
@@ -266,8 +266,9 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     # The scheduler is stepped by hand once per optimiser step: accelerate's prepared scheduler would
     # step once per process and finish the schedule W times too early.
     scheduler = get_scheduler(ppo.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    configure_deepspeed(accelerator, ppo.mini_batch_size, ppo.gradient_accumulation_steps, ppo.max_grad_norm)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
-    if is_sharded(accelerator):  # FSDP2 sets its shard units up from the root down, in a first forward through it
+    if is_fsdp(accelerator):  # FSDP2 sets its shard units up from the root down, in a first forward through it
         with torch.no_grad():
             ids = torch.full((1, 2), tokenizer.eos_token_id, device=device)
             actor_critic(ids, torch.ones_like(ids), 1, 1.0)

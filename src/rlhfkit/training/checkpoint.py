@@ -26,11 +26,14 @@ from rich.markup import escape
 
 from rlhfkit.config.load import ConfigError
 from rlhfkit.training.sharded import (
-    OPTIMIZER_BY_NAME,
+    OPTIMIZER_BY_POSITION,
+    OPTIMIZER_PER_PROCESS,
+    deepspeed_safe_globals,
     is_sharded,
     load_model_state,
     load_optimizer_state,
     model_state,
+    optimizer_layout,
     optimizer_state,
 )
 
@@ -158,7 +161,8 @@ def atomic_directory(final_dir: Path, expected_bytes: int = 0) -> Iterator[Path]
 # STAGE/checkpoints/step-00000040/     one per save, written with atomic_directory
 #     <model>.safetensors              weights of each trained model (policy, value_model / model)
 #     optimizer.pt                     optimizer.state_dict(), read back with torch.load(weights_only=True);
-#                                      under FSDP the whole state keyed by parameter name (sharded.py)
+#                                      under FSDP2 the whole state keyed by parameter name; under
+#     optimizer-rank{R}.pt             DeepSpeed one partition per process instead (sharded.py)
 #     trainer_state.json               step, config fingerprint, scheduler, RNG states (Python, NumPy,
 #                                      torch, CUDA, named generators — one set per process in a
 #                                      data-parallel run), data position, KL controller,
@@ -174,8 +178,11 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 OPTIMIZER_FILE = "optimizer.pt"
-OPTIMIZER_BY_POSITION = "by_position"  # optimizer.state_dict() as torch writes it; OPTIMIZER_BY_NAME: sharded.py's
 PAUSE_ENV = "RLHFKIT_CHECKPOINT_PAUSE"  # testing aid: pause mid-write of the checkpoint of this step
+
+
+def _per_process_file(rank: int) -> str:
+    return f"optimizer-rank{rank}.pt"
 
 
 def step_dir_name(step: int) -> str:
@@ -286,10 +293,12 @@ class Checkpointer:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         rngs = self._gather(rng_state(self.generators))  # every process's own streams (sampling differs per rank)
-        sharded = is_sharded(self.accelerator)
-        # under FSDP gathering the shards is a collective: every process, before the main process writes
-        weights = {name: model_state(self._unwrap(m)) for name, m in self.models.items()} if sharded else {}
-        whole_optimizer = optimizer_state(self.owner, self.optimizer) if sharded else None
+        sharded, layout = is_sharded(self.accelerator), optimizer_layout(self.accelerator)
+        # gathering shards is a collective: every process, before the main process writes
+        weights = {name: model_state(self.accelerator, self._unwrap(m)) for name, m in self.models.items()} if sharded else {}
+        optimizer = optimizer_state(self.accelerator, self.owner, self.optimizer)
+        if layout == OPTIMIZER_PER_PROCESS:
+            optimizer = self._gather(optimizer)  # every process's partition, in rank order
 
         def write() -> None:  # the main process writes; an error in it reaches every process (main_first)
             state = {
@@ -298,10 +307,9 @@ class Checkpointer:
                 "rng": rngs[0], "rng_per_process": rngs,
                 "state": {name: obj.state_dict() for name, obj in self.stateful.items()},
                 "logs": log_sizes(self.stage_dir, self.logs),
-                "optimizer_layout": OPTIMIZER_BY_NAME if sharded else OPTIMIZER_BY_POSITION,
+                "optimizer_layout": layout,
                 "extra": extra,
             }
-            optimizer = whole_optimizer if sharded else self.optimizer.state_dict()
             needed = tensor_bytes(*(weights.values() if sharded else self.models.values()), optimizer)
             with atomic_directory(final, expected_bytes=needed) as tmp:
                 for name, model in self.models.items():
@@ -310,7 +318,11 @@ class Checkpointer:
                     else:
                         save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
                 _pause_if_asked(step, tmp)
-                torch.save(optimizer, tmp / OPTIMIZER_FILE)
+                if layout == OPTIMIZER_PER_PROCESS:
+                    for rank, partition in enumerate(optimizer):
+                        torch.save(partition, tmp / _per_process_file(rank))
+                else:
+                    torch.save(optimizer, tmp / OPTIMIZER_FILE)
                 (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
                 files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
                 (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
@@ -420,20 +432,23 @@ class Checkpointer:
         if len(per_process) != world:  # not corruption: the launch differs from the one that wrote it
             raise ConfigError(f"{path} was written by {len(per_process)} process(es); resume it with the same number "
                               f"(this launch has {world})")
-        sharded, by_name = is_sharded(self.accelerator), state.get("optimizer_layout") == OPTIMIZER_BY_NAME
-        if sharded and not by_name:  # its optimizer state cannot be split into this launch's shards
-            raise ConfigError(f"{path} was written without FSDP: resume it under the launch config that wrote it")
+        sharded, layout = is_sharded(self.accelerator), optimizer_layout(self.accelerator)
+        written = state.get("optimizer_layout", OPTIMIZER_BY_POSITION)
+        if written != layout:  # another engine's optimizer state does not split into this launch's shards
+            raise ConfigError(f"{path} was written under another distributed engine ({written} optimizer state, this "
+                              f"launch needs {layout}): resume it under the launch config that wrote it")
         try:
             for name, model in self.models.items():
                 if sharded:  # every process reads the whole weights and keeps its shard
-                    load_model_state(self._unwrap(model), load_file(str(path / f"{name}.safetensors")))
+                    load_model_state(self.accelerator, self._unwrap(model), load_file(str(path / f"{name}.safetensors")))
                 else:
                     load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)
-            optimizer = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-            if by_name:
-                load_optimizer_state(self.owner, self.optimizer, optimizer)
+            if layout == OPTIMIZER_PER_PROCESS:
+                with torch.serialization.safe_globals(deepspeed_safe_globals()):
+                    optimizer = torch.load(path / _per_process_file(rank), map_location="cpu", weights_only=True)
             else:
-                self.optimizer.load_state_dict(optimizer)
+                optimizer = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+            load_optimizer_state(self.accelerator, self.owner, self.optimizer, optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             for name, obj in self.stateful.items():
                 obj.load_state_dict(state["state"][name])

@@ -12,8 +12,8 @@ group (NCCL on GPUs, gloo on CPUs); nothing here creates one of its own.
   the others wait and get its result — or the same error, so every process exits with the same
   code instead of one waiting forever in a collective.
 - `policy_for_generation(accelerator, actor_critic)`: the policy with its full weights for
-  `generate()` — FSDP shards parameters, so they are gathered for the rollout (as the peers do)
-  and dropped again after it.
+  `generate()` — FSDP2 and ZeRO-3 shard parameters, so they are gathered for the rollout (as the
+  peers do) and dropped again after it.
 - `launched_processes()`: what the launcher asked for, to warn when fewer processes started.
 """
 
@@ -35,6 +35,18 @@ T = TypeVar("T")
 def no_accelerator() -> bool:
     """No CUDA and no MPS device: processes talk over gloo on the CPU."""
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
+def deepspeed_launch() -> bool:
+    """The launcher asked for DeepSpeed (`accelerate launch --config_file configs/accelerate/zero2.yaml`)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+
+
+def cpu_accelerator() -> bool:
+    """What to tell `Accelerator(cpu=…)`: no CUDA or MPS device, and no DeepSpeed launch. accelerate
+    runs DeepSpeed only when not told `cpu`; DeepSpeed then uses its own CPU accelerator, over the
+    gloo process group `state()` has already joined."""
+    return no_accelerator() and not deepspeed_launch()
 
 
 def state() -> PartialState:
@@ -137,7 +149,12 @@ class Collectives:
 def policy_for_generation(accelerator, actor_critic) -> Iterator[torch.nn.Module]:
     """The unwrapped policy, its full weights present while the block runs (see module docstring)."""
     policy = accelerator.unwrap_model(actor_critic).policy
-    if accelerator.distributed_type == DistributedType.FSDP:  # FSDP2 (check_sharding refuses FSDP1)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        from rlhfkit.training.sharded import zero3_gathered
+
+        with zero3_gathered(policy):  # whole on every process for the rollout, partitioned again after
+            yield policy
+    elif accelerator.distributed_type == DistributedType.FSDP:  # FSDP2 (check_sharding refuses FSDP1)
         # Gather every shard unit once for the whole rollout: left to its hooks, each block would be
         # gathered and freed again at every decoding step. reshard() frees them after.
         from torch.distributed.fsdp import FSDPModule
@@ -188,32 +205,46 @@ _warned_sharding = False
 
 
 def check_sharding(accelerator, lora: bool) -> None:
-    """Refuse, in one line, the set-ups whose training or checkpoints rlhfkit does not get right yet:
-    FSDP1 (flat parameters; FSDP2's are gathered, training/sharded.py), LoRA under FSDP (adapters
-    merged into sharded weights), and DeepSpeed — tried on 2 CPU processes, its engine returns the
-    gradient norm as a float, scales the loss itself and partitions the optimizer state into objects
-    `torch.load(weights_only=True)` refuses, so neither the update nor a resume would be right."""
+    """Refuse, in one line, the sharded set-ups whose checkpoints and saved models rlhfkit cannot
+    write whole: FSDP1 (flat parameters; FSDP2's are gathered, training/sharded.py), and LoRA under
+    FSDP or ZeRO-3 (the adapters would be merged into sharded weights)."""
     from rlhfkit.config.load import ConfigError
 
-    if accelerator.distributed_type == DistributedType.FSDP:
-        if accelerator.state.fsdp_plugin.fsdp_version != 2:
-            raise ConfigError("FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config "
-                              "(configs/accelerate/fsdp.yaml)")
-        if lora:
-            raise ConfigError("LoRA under FSDP is not supported (the adapters would be merged into sharded weights): "
-                              "LoRA models are small, launch with DDP (configs/accelerate/ddp.yaml)")
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise ConfigError("FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config "
+                          "(configs/accelerate/fsdp.yaml)")
+    plugin = accelerator.state.deepspeed_plugin
+    zero3 = accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
+    if lora and (fsdp or zero3):
+        raise ConfigError(f"LoRA under {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'} is not supported (the adapters would be "
+                          "merged into sharded weights): LoRA models are small, launch with DDP or ZeRO-2 "
+                          "(configs/accelerate/ddp.yaml, zero2.yaml)")
+
+
+def load_models_whole(accelerator) -> None:
+    """ZeRO-3: accelerate registers its DeepSpeed config with transformers, which then partitions
+    every model `from_pretrained` loads (deepspeed.zero.Init) — the frozen reference and reward
+    models too, which no engine would then gather, and a fresh score head would be initialised on a
+    partition. rlhfkit unregisters it: models load whole, `prepare` partitions the trained ones, and
+    the frozen ones stay replicated (as under FSDP2). The cost: each process holds a whole model in
+    host memory while loading."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        check_launch(deepspeed=True)
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
 
 
-def check_launch(deepspeed: bool = False) -> None:
-    """Before any work: a launcher that asked for DeepSpeed is refused (see check_sharding)."""
-    from rlhfkit.config.load import ConfigError
-
-    if deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise ConfigError("DeepSpeed is not supported yet: shard with FSDP2 instead (configs/accelerate/fsdp.yaml: "
-                          "weights, gradients and optimizer state sharded, as ZeRO-3 does), or use DDP "
-                          "(configs/accelerate/ddp.yaml)")
+def configure_deepspeed(accelerator, micro_batch: int, accumulation: int, max_grad_norm: float | None) -> None:
+    """DeepSpeed takes the batch shape and clipping from its own config, not from the training loop:
+    set them from rlhfkit's (before `prepare`). Its engine clips all trained parameters together."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    config["gradient_accumulation_steps"] = accumulation
+    config["train_batch_size"] = micro_batch * accumulation * accelerator.num_processes
+    config["gradient_clipping"] = max_grad_norm or 0.0  # 0: DeepSpeed does not clip
 
 
 FSDP_ON_CPU_ENV = "RLHFKIT_FSDP_ON_CPU"
@@ -267,5 +298,5 @@ def start_processes() -> None:
                       f"or use torchrun --nproc_per_node {asked} -m rlhfkit.cli …", highlight=False, soft_wrap=True)
 
 
-__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_launch", "check_sharding", "fsdp_on_cpu", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
+__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_sharding", "configure_deepspeed", "cpu_accelerator", "deepspeed_launch", "fsdp_on_cpu", "load_models_whole", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
            "state", "world_size"]

@@ -27,6 +27,7 @@ from rlhfkit.config.sections import LoggingSection, OptimSection
 from rlhfkit.config.stages import CheckpointSection
 from rlhfkit.models.load import enable_gradient_checkpointing
 from rlhfkit.training.checkpoint import Checkpointer
+from rlhfkit.training.distributed import configure_deepspeed
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.progress import StageProgress
@@ -51,18 +52,34 @@ def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_st
     """An Accelerator honouring `device` (auto: CUDA, then MPS, then CPU; under a launcher on a
     machine without GPUs the processes use gloo on the CPU); sharded set-ups rlhfkit cannot save
     whole are refused here, before any model loads."""
-    from rlhfkit.training.distributed import check_sharding, fsdp_on_cpu, no_accelerator, warn_if_sharding_was_dropped
+    from rlhfkit.training.distributed import (
+        check_sharding,
+        cpu_accelerator,
+        fsdp_on_cpu,
+        load_models_whole,
+        state,
+        warn_if_sharding_was_dropped,
+    )
 
+    state()  # the launcher's process group first (gloo on CPUs), whatever engine the accelerator then runs
     accelerator = Accelerator(
-        cpu=device == "cpu" or (device == "auto" and no_accelerator()),
+        cpu=device == "cpu" or (device == "auto" and cpu_accelerator()),
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
     switched = fsdp_on_cpu(accelerator)
     check_sharding(accelerator, lora)
+    load_models_whole(accelerator)
     if not switched:
         warn_if_sharding_was_dropped(accelerator)
     return accelerator
+
+
+def clip_grad_norm(accelerator: Accelerator, parameters, max_norm: float | None) -> torch.Tensor:
+    """Clip to `max_norm` (None: no clipping) and return the norm of the synced gradients. DeepSpeed's
+    engine has already clipped (configure_deepspeed) and stepped by then: its norm of that step."""
+    norm = accelerator.clip_grad_norm_(parameters, max_norm or math.inf)
+    return torch.as_tensor(math.nan if norm is None else norm, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -140,7 +157,8 @@ def train_loop(
     Resumable: every `checkpoint.save_every` optimiser steps, at the last step and on SIGINT/SIGTERM
     a checkpoint goes to STAGE/checkpoints/; with `resume` the newest one is loaded and training
     continues exactly where it stopped. A micro-batch whose loss is NaN/Inf voids its optimiser
-    step (gradients zeroed, no step), see training/faults.py.
+    step (gradients zeroed, no step), see training/faults.py — except under DeepSpeed, whose engine
+    steps inside `backward`: there the fault is counted and logged after the step.
     """
     plan = plan_training(len(train_data), optim, accelerator.num_processes)
     accelerator.print(f"[{writer.stage}] {plan.describe()}")
@@ -160,6 +178,7 @@ def train_loop(
     )
     if optim.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    configure_deepspeed(accelerator, optim.batch_size, optim.gradient_accumulation_steps, optim.max_grad_norm)
     # The scheduler is not prepared: accelerate's wrapper steps it once per process per optimiser
     # step, which with W processes would run the whole schedule in 1/W of the training.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -196,7 +215,7 @@ def train_loop(
                     accelerator.backward(loss)  # even when NaN: every process must join the gradient sync
                     grad_norm = None
                     if accelerator.sync_gradients:  # the norm of the synced gradients: the same verdict everywhere
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or math.inf)
+                        grad_norm = clip_grad_norm(accelerator, model.parameters(), optim.max_grad_norm)
                         if accelerator.scaler is None:  # fp16 loss scaling skips overflowing steps itself
                             window_fault = window_fault or guard.non_finite(result.steps + 1, grad_norm=grad_norm)
                     if window_fault is None:

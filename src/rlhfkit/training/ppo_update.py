@@ -33,6 +33,7 @@ from rlhfkit.metric_names import M
 from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
+from rlhfkit.training.loop import clip_grad_norm
 
 # Statistics kept as token means over each optimiser step (every micro-batch of every process weighted
 # by its share of the step's tokens), then averaged over the steps: like the loss, they do not depend on
@@ -51,10 +52,11 @@ def _clip_and_check(accelerator: Accelerator, actor_critic, max_grad_norm: float
 
     DDP / one process: policy and critic are clipped separately (their gradient scales differ).
     FSDP shards parameters, so a norm is only right over the whole prepared module: there both are
-    clipped together."""
+    clipped together. DeepSpeed's engine clips all of them together too, and has stepped already:
+    its norm is that of the step it took (a NaN there is logged, not voided)."""
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return clip_grad_norm(accelerator, actor_critic.parameters(), max_grad_norm).reshape(1)
     limit = max_grad_norm or math.inf
-    if accelerator.distributed_type == DistributedType.FSDP:
-        return torch.as_tensor(accelerator.clip_grad_norm_(actor_critic.parameters(), limit)).reshape(1)
     module = accelerator.unwrap_model(actor_critic)
     return torch.stack([torch.as_tensor(accelerator.clip_grad_norm_(part.parameters(), limit))
                         for part in (module.policy, module.critic)])

@@ -1,22 +1,27 @@
-"""Whole weights and optimizer state of a model that FSDP has sharded.
+"""Whole weights and resumable optimizer state of models that FSDP2 or DeepSpeed has sharded.
 
-Under FSDP2 every process holds one shard of every parameter (a DTensor). A checkpoint or a saved
-model needs whole tensors, and resuming needs each process's shard back. torch's
-`torch.distributed.checkpoint.state_dict` API does both: `full_state_dict=True, cpu_offload=True`
-gathers the shards into ordinary CPU tensors, complete on the main process (an empty dict on the
-others), and loading a full dict scatters it back into the shards. These are collectives: under
-FSDP every process calls them together, the main process then writes.
+Where the shards live, and how each engine's own API gathers and restores them:
 
-The checkpoint layout stays the one `training/checkpoint.py` describes — safetensors weights,
-`optimizer.pt` — so a checkpoint from a sharded run is one directory of whole tensors, the same at
-any world size. The optimizer state is keyed by parameter name (`policy.transformer.h.0…`), not by
-position, which is what lets it be scattered back into another process's shard.
+| engine      | weights on each process      | optimizer state on each process | gathered with |
+|-------------|------------------------------|----------------------------------|---------------|
+| DDP / one   | whole                        | whole                            | (nothing)     |
+| FSDP2       | a shard of each (DTensor)    | a shard, keyed like the weights  | torch.distributed.checkpoint.state_dict |
+| ZeRO-2      | whole                        | this process's partition         | (weights whole; partitions per process) |
+| ZeRO-3      | a partition of each          | this process's partition         | deepspeed.zero.GatheredParameters |
 
-Without FSDP (one process, DDP) the callers keep using the plain `state_dict()`.
+A checkpoint or a saved model needs whole weights: FSDP2's are gathered into ordinary CPU tensors
+complete on the main process (`full_state_dict=True, cpu_offload=True`), ZeRO-3's by gathering each
+module's parameters for the length of a copy. Both are collectives: every process calls these
+functions together, the main process then writes. The optimizer state is stored as FSDP2's whole
+state keyed by parameter name (which scatters back into any process's shard), or as DeepSpeed's
+partitions, one file per process (which only the same process count can read back; resuming with
+another count is refused for every engine).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,50 +38,112 @@ from torch.distributed.checkpoint.state_dict import (
 GATHER_ON_MAIN = StateDictOptions(full_state_dict=True, cpu_offload=True)
 SCATTER_FULL = StateDictOptions(full_state_dict=True, strict=True)
 
-# trainer_state.json's name for the optimizer file's layout: written by `optimizer_state` below
-# ("by_name") or by `optimizer.state_dict()` (positions; the default, and what older checkpoints hold).
-OPTIMIZER_BY_NAME = "by_name"
+# trainer_state.json's name for the layout of a checkpoint's optimizer state
+OPTIMIZER_BY_POSITION = "by_position"  # optimizer.state_dict() as torch writes it (DDP, one process; older checkpoints)
+OPTIMIZER_BY_NAME = "by_name"  # FSDP2: the whole state keyed by parameter name, in optimizer.pt
+OPTIMIZER_PER_PROCESS = "per_process"  # DeepSpeed: each process's partition, in optimizer-rank{R}.pt
 
 
-def is_sharded(accelerator: Any) -> bool:
-    """True when the prepared models hold shards, not whole parameters."""
+def _zero_stage(accelerator: Any) -> int | None:
+    if accelerator is None or accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return accelerator.state.deepspeed_plugin.zero_stage
+
+
+def is_fsdp(accelerator: Any) -> bool:
     return accelerator is not None and accelerator.distributed_type == DistributedType.FSDP
 
 
-def _raw(optimizer: Any) -> torch.optim.Optimizer:
+def is_deepspeed(accelerator: Any) -> bool:
+    return _zero_stage(accelerator) is not None
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """True when the prepared models hold shards of their weights, not whole parameters."""
+    return is_fsdp(accelerator) or _zero_stage(accelerator) == 3
+
+
+def optimizer_layout(accelerator: Any) -> str:
+    if is_fsdp(accelerator):
+        return OPTIMIZER_BY_NAME
+    return OPTIMIZER_PER_PROCESS if is_deepspeed(accelerator) else OPTIMIZER_BY_POSITION
+
+
+def _raw(optimizer: Any) -> Any:
     return optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
 
 
-def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Whole weights of `module` (any sub-module of a sharded model) on the main process; {} elsewhere."""
-    return get_model_state_dict(module, options=GATHER_ON_MAIN)
+@contextmanager
+def zero3_gathered(module: torch.nn.Module, modifier_rank: int | None = None) -> Iterator[None]:
+    """ZeRO-3: `module`'s whole parameters on every process for the block; with `modifier_rank`,
+    that process's changes to them are partitioned back on exit."""
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=modifier_rank):
+        yield
 
 
-def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def model_state(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Whole weights of `module` (a sharded model or any sub-module of one) on the main process, as
+    CPU tensors; {} on the others."""
+    if is_fsdp(accelerator):
+        return get_model_state_dict(module, options=GATHER_ON_MAIN)
+    with zero3_gathered(module):
+        if not accelerator.is_main_process:
+            return {}
+        return {name: tensor.detach().cpu().clone() for name, tensor in module.state_dict().items()}
+
+
+def load_model_state(accelerator: Any, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Every process passes the same whole weights; each keeps its own shard of them."""
-    set_model_state_dict(module, state, options=SCATTER_FULL)
-
-
-def optimizer_state(owner: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
-    """The optimizer's whole state keyed by parameter name (main process; {} elsewhere). `owner` is the
-    prepared module the optimizer's parameters belong to."""
-    return get_optimizer_state_dict(owner, _raw(optimizer), options=GATHER_ON_MAIN)
-
-
-def load_optimizer_state(owner: torch.nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
-    set_optimizer_state_dict(owner, _raw(optimizer), state, options=SCATTER_FULL)
+    if is_fsdp(accelerator):
+        set_model_state_dict(module, state, options=SCATTER_FULL)
+        return
+    with zero3_gathered(module, modifier_rank=0), torch.no_grad():
+        module.load_state_dict(state, strict=True)
 
 
 def whole_weights(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """What to save for `module`: None when its parameters are whole (save the module as it is), else
     its gathered weights, each tied parameter once under its first name (the embeddings, not the
-    LM head tied to them: the file `save_pretrained` writes for an unsharded model). Under FSDP every
-    process calls it (a collective); the main process saves."""
+    LM head tied to them: the file `save_pretrained` writes for an unsharded model). Under FSDP2 and
+    ZeRO-3 every process calls it (a collective); the main process saves."""
     if not is_sharded(accelerator):
         return None
-    state = model_state(module)
+    state = model_state(accelerator, module)
     first_name: dict[int, str] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         if first_name.setdefault(id(param), name) != name:
             state.pop(name, None)
     return state
+
+
+def optimizer_state(accelerator: Any, owner: torch.nn.Module, optimizer: Any) -> Any:
+    """What the checkpoint stores for the optimizer, in `optimizer_layout(accelerator)`: FSDP2's whole
+    state keyed by parameter name (main process; {} elsewhere; `owner` is the prepared module the
+    parameters belong to), DeepSpeed's partition of this process, or `optimizer.state_dict()`."""
+    if is_fsdp(accelerator):
+        return get_optimizer_state_dict(owner, _raw(optimizer), options=GATHER_ON_MAIN)
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(accelerator: Any, owner: torch.nn.Module, optimizer: Any, state: Any) -> None:
+    """The inverse of `optimizer_state`, for a checkpoint written in this launch's layout."""
+    if is_fsdp(accelerator):
+        set_optimizer_state_dict(owner, _raw(optimizer), state, options=SCATTER_FULL)
+    elif is_deepspeed(accelerator):
+        # DeepSpeed's ZeRO optimizers take every process's state dict and read their own entry; the
+        # fp32 master partition comes from the saved state (exact under bf16 too), not from the weights.
+        entries = [None] * accelerator.num_processes
+        entries[accelerator.process_index] = state
+        _raw(optimizer).load_state_dict(entries, load_from_fp32_weights=True)
+    else:
+        optimizer.load_state_dict(state)
+
+
+def deepspeed_safe_globals() -> list[type]:
+    """The classes a DeepSpeed optimizer partition holds besides tensors (its loss scaler), allowed
+    to `torch.load(weights_only=True)` by name — nothing else in the file may be a Python object."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+
+    return [LossScaler, DynamicLossScaler]
