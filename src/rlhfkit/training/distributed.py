@@ -207,19 +207,18 @@ _warned_sharding = False
 def check_sharding(accelerator, lora: bool) -> None:
     """Refuse, in one line, the sharded set-ups whose checkpoints and saved models rlhfkit cannot
     write whole: FSDP1 (flat parameters; FSDP2's are gathered, training/sharded.py), and LoRA under
-    FSDP or ZeRO-3 (the adapters would be merged into sharded weights)."""
+    FSDP or DeepSpeed (the adapters would be merged into weights the engine holds)."""
     from rlhfkit.config.load import ConfigError
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     if fsdp and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise ConfigError("FSDP version 1 is not supported: set fsdp_version: 2 in the accelerate config "
                           "(configs/accelerate/fsdp.yaml)")
-    plugin = accelerator.state.deepspeed_plugin
-    zero3 = accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
-    if lora and (fsdp or zero3):
-        raise ConfigError(f"LoRA under {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'} is not supported (the adapters would be "
-                          "merged into sharded weights): LoRA models are small, launch with DDP or ZeRO-2 "
-                          "(configs/accelerate/ddp.yaml, zero2.yaml)")
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if lora and (fsdp or deepspeed):
+        raise ConfigError(f"LoRA under {'FSDP' if fsdp else 'DeepSpeed'} is not supported (the adapters would be merged "
+                          "into weights the engine holds in shards or flat buffers): LoRA models are small, launch "
+                          "with DDP (configs/accelerate/ddp.yaml)")
 
 
 def load_models_whole(accelerator) -> None:

@@ -6,7 +6,7 @@ Where the shards live, and how each engine's own API gathers and restores them:
 |-------------|------------------------------|----------------------------------|---------------|
 | DDP / one   | whole                        | whole                            | (nothing)     |
 | FSDP2       | a shard of each (DTensor)    | a shard, keyed like the weights  | torch.distributed.checkpoint.state_dict |
-| ZeRO-2      | whole                        | this process's partition         | (weights whole; partitions per process) |
+| ZeRO-2      | whole (views into flat buffers) | this process's partition      | copied out; partitions per process |
 | ZeRO-3      | a partition of each          | this process's partition         | deepspeed.zero.GatheredParameters |
 
 A checkpoint or a saved model needs whole weights: FSDP2's are gathered into ordinary CPU tensors
@@ -21,7 +21,7 @@ another count is refused for every engine).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -59,8 +59,10 @@ def is_deepspeed(accelerator: Any) -> bool:
 
 
 def is_sharded(accelerator: Any) -> bool:
-    """True when the prepared models hold shards of their weights, not whole parameters."""
-    return is_fsdp(accelerator) or _zero_stage(accelerator) == 3
+    """True when the prepared models' weights are not plain whole tensors to save as they are:
+    FSDP2's and ZeRO-3's shards, and ZeRO-2's whole weights, which are views into DeepSpeed's flat
+    buffers (safetensors refuses tensors sharing storage)."""
+    return is_fsdp(accelerator) or is_deepspeed(accelerator)
 
 
 def optimizer_layout(accelerator: Any) -> str:
@@ -88,7 +90,7 @@ def model_state(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Te
     CPU tensors; {} on the others."""
     if is_fsdp(accelerator):
         return get_model_state_dict(module, options=GATHER_ON_MAIN)
-    with zero3_gathered(module):
+    with zero3_gathered(module) if _zero_stage(accelerator) == 3 else nullcontext():
         if not accelerator.is_main_process:
             return {}
         return {name: tensor.detach().cpu().clone() for name, tensor in module.state_dict().items()}
@@ -99,7 +101,7 @@ def load_model_state(accelerator: Any, module: torch.nn.Module, state: dict[str,
     if is_fsdp(accelerator):
         set_model_state_dict(module, state, options=SCATTER_FULL)
         return
-    with zero3_gathered(module, modifier_rank=0), torch.no_grad():
+    with zero3_gathered(module, modifier_rank=0) if _zero_stage(accelerator) == 3 else nullcontext(), torch.no_grad():
         module.load_state_dict(state, strict=True)
 
 
@@ -142,8 +144,11 @@ def load_optimizer_state(accelerator: Any, owner: torch.nn.Module, optimizer: An
 
 
 def deepspeed_safe_globals() -> list[type]:
-    """The classes a DeepSpeed optimizer partition holds besides tensors (its loss scaler), allowed
-    to `torch.load(weights_only=True)` by name — nothing else in the file may be a Python object."""
+    """The classes a DeepSpeed optimizer partition holds besides tensors (its loss scaler, ZeRO
+    stage and ZeRO-2's parameter-fragment addresses), allowed to `torch.load(weights_only=True)` by
+    name — no other Python object may be in it."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [LossScaler, DynamicLossScaler]
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
