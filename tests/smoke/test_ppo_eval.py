@@ -124,3 +124,14 @@ def test_no_held_out_prompts_is_refused_before_training(tiny_model_dir, prompts_
     cfg = _config(tiny_model_dir, prompts_file, "ppo.eval.every=2")
     with pytest.raises(ConfigError, match="ppo.eval.every needs held-out prompts: give ppo.data.eval_path"):
         ppo_stage.validate(cfg)
+
+
+def test_with_lora_the_reference_is_the_adapter_free_policy(tmp_path, tiny_model_dir, prompts_file, held_out_file,
+                                                            reward_fns):
+    """Under ppo.lora the reference is the policy with its adapters off (no second model): the evaluation's
+    exact KL is measured against it, positive once the adapters have moved, finite."""
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.eval.every=1", f"ppo.data.eval_path={held_out_file}",
+                  "ppo.lora.r=4", "ppo.learning_rate=3e-2", "ppo.num_iterations=2")
+    ppo_stage.run(cfg, tmp_path / "ppo")
+    kls = [line[M.EVAL_KL] for line in _lines(tmp_path / "ppo")]
+    assert len(kls) == 2 and all(0 < kl < 1e3 for kl in kls), kls
