@@ -132,7 +132,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             # 1. rollout: this process's share of the iteration's prompts
             prompts = s.sampler.next(ppo.batch_size // ppo.samples_per_prompt)  # each repeated samples_per_prompt times
             picked = [i for i in prompts for _ in range(ppo.samples_per_prompt)][rank * share : (rank + 1) * share]
-            with progress.phase(f"iteration {iteration}: rollout"):
+            with progress.phase("rollout"):
                 rollout = _sample(s, picked)
             t1 = time.perf_counter()
             # 2. score, at the EOS token of the sampled ids
@@ -140,7 +140,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(s.device)
             # 3. experience under the current β: logprobs, reference logprobs, values, rewards, GAE
             beta = s.kl_ctl.value
-            with accelerator.autocast(), progress.phase(f"iteration {iteration}: scoring, experience"):
+            with accelerator.autocast(), progress.phase("scoring"):
                 exp = make_experience(rollout, scores, s.actor_critic, s.reference, AdvantageSettings(beta, **settings),
                                       ppo.generation.temperature, ppo.mini_batch_size, s.collectives.sum)
             stats = experience_stats(exp, beta, s.collectives.sum)
@@ -151,7 +151,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             if s.collectives.any(fault is not None) and fault is None:
                 fault = s.guard.flag("a tensor on another process")
             if fault is None:
-                with progress.phase(f"iteration {iteration}: update (micro-batches)", micro_batches) as tick:
+                with progress.phase("update", micro_batches) as tick:
                     update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
                                         s.collectives, s.guard, iteration, on_micro_batch=tick,
                                         train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
@@ -368,10 +368,11 @@ def _held_out_eval(s: _PPO, iteration: int, progress) -> dict[str, float]:
     if s.evaluator is None or not eval_due(iteration, s.cfg.ppo.eval.every, s.cfg.ppo.num_iterations):
         return {}
     start = time.perf_counter()
-    with progress.phase(f"iteration {iteration}: held-out evaluation"), \
+    with progress.phase("held-out eval"), \
             policy_for_generation(s.accelerator, s.actor_critic) as policy:
         figures = s.evaluator(policy, s.reference)
-    progress.note("held-out " + "  ".join(f"{k.removeprefix('eval/')} {v:.3g}" for k, v in figures.items()))
+    score = M.EVAL_GOLD_SCORE if M.EVAL_GOLD_SCORE in figures else M.EVAL_PROXY_SCORE
+    progress.note(f"eval kl {figures[M.EVAL_KL]:.3g} {score.removeprefix('eval/')} {figures[score]:.3g}")  # short: the bar keeps its room
     return {**figures, M.TIME_EVAL: time.perf_counter() - start}
 
 

@@ -140,11 +140,11 @@ class AssistantTask:
         questions = [conversations[i % len(conversations)][0] for i in range(self.cfg.num_preference_pairs)]
         rendered = [render_prompt(tokenizer, PromptExample(prompt=None, messages=[{"role": "user", "content": q}]))
                     for q in questions]
-        with StageProgress("preference pairs: sampling from the SFT model", len(rendered)) as bar:
+        with StageProgress("preference pairs (sampled)", len(rendered)) as bar:
             _, a, b = collect_preference_pairs(model, tokenizer, rendered, n_pairs=len(rendered), temperature=1.0,
                                                max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=16,
                                                on_batch=bar.advance)
-            with bar.phase("labelling: gold scores (relevance, fluency) and the simulated annotators"):
+            with bar.phase("labelling (gold scores, annotators)"):
                 records, report = self._label(questions, a, b)
         if len(records) < 2:
             raise ConfigError(f"task.num_preference_pairs={self.cfg.num_preference_pairs} left {len(records)} labelled "
