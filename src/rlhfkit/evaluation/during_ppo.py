@@ -96,8 +96,9 @@ class HeldOutEvaluator:
         sums = torch.zeros(len(self.keys) + 1, dtype=torch.float64, device=self.collectives.device)
         if self.texts:  # a process with no share (fewer prompts than processes) still joins the all-reduce
             was_training = policy.training
-            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=devices):  # evaluate_policy seeds the global RNG: not the training stream's
+            device = self.collectives.device  # the CPU stream is always forked; an accelerator's (CUDA, MPS) too
+            accelerator = {} if device.type == "cpu" else {"devices": [device.index or 0], "device_type": device.type}
+            with torch.random.fork_rng(**({"devices": []} | accelerator)):  # evaluate_policy seeds the global RNG
                 _, aggregate = evaluate_policy(policy, reference, self.tokenizer, self.texts, self.ids, self.generation,
                                                self.seed, self.judges)
             policy.train(was_training)
