@@ -371,8 +371,8 @@ def _held_out_eval(s: _PPO, iteration: int, progress) -> dict[str, float]:
     with progress.phase("held-out eval"), \
             policy_for_generation(s.accelerator, s.actor_critic) as policy:
         figures = s.evaluator(policy, s.reference)
-    score = M.EVAL_GOLD_SCORE if M.EVAL_GOLD_SCORE in figures else M.EVAL_PROXY_SCORE
-    progress.note(f"eval kl {figures[M.EVAL_KL]:.3g} {score.removeprefix('eval/')} {figures[score]:.3g}")  # short: the bar keeps its room
+    score = M.EVAL_GOLD_SCORE if M.EVAL_GOLD_SCORE in figures else M.EVAL_PROXY_SCORE  # a short note: the bar keeps its room
+    progress.note(f"eval kl {figures[M.EVAL_KL]:.3g} {score.removeprefix('eval/')} {figures[score]:.3g}")
     return {**figures, M.TIME_EVAL: time.perf_counter() - start}
 
 
