@@ -330,14 +330,19 @@ def diagnose(target: Annotated[Path, typer.Argument(help="A run directory, a PPO
     """The PPO health monitor's rules over an existing metrics.jsonl (rlhfkit's, or any run with the same metric names)."""
     from rich.markup import escape
 
-    from rlhfkit.diagnostics.replay import metrics_file, replay
+    from rlhfkit.diagnostics.replay import metrics_file, replay, saved_config
     from rlhfkit.training.progress import console
 
     try:
         path = metrics_file(target)
-        config = target / "config.yaml" if (target / "config.yaml").is_file() else None
-        section = load_config(config, []).ppo.diagnostics if config else None
-        iterations, found = replay(path, section)
+        run, config = None, saved_config(path)
+        if config is not None:  # its thresholds, and suggestions that read its settings
+            try:
+                run = load_config(config, [])
+            except ConfigError as err:  # e.g. written by another rlhfkit version: the defaults still apply
+                console.print(f"[yellow]warning[/] {escape(str(err))}: general thresholds and suggestions",
+                              highlight=False, soft_wrap=True)
+        iterations, found = replay(path, run.ppo.diagnostics if run else None, run)
     except _user_errors() as err:
         _fail(str(err))
         return

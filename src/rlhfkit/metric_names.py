@@ -44,6 +44,11 @@ class M:
     # reward/ and gold/
     ENSEMBLE_DISAGREEMENT = "reward/ensemble_disagreement"
     GOLD_SCORE = "gold/score"  # a bundled task's hidden judge, never part of the reward
+    # eval/ — held-out prompts every ppo.eval.every iterations (evaluation/during_ppo.py), means per response
+    EVAL_KL = "eval/kl"  # exact Σ_t KL(π‖π_ref) over the vocabulary, at eval.temperature
+    EVAL_PROXY_SCORE = "eval/proxy_score"  # the reward source's score (no missing-EOS penalty)
+    EVAL_GOLD_SCORE = "eval/gold_score"  # a bundled task's gold judge
+    EVAL_RESPONSE_LENGTH = "eval/response_length"
     # schedule
     KL_COEF = "kl_coef"
     LR = "lr"
@@ -52,6 +57,7 @@ class M:
     TIME_GENERATION = "timing/generation"
     TIME_SCORING = "timing/scoring"  # reward scoring + experience forwards + GAE
     TIME_TRAINING = "timing/training"
+    TIME_EVAL = "timing/eval"  # the held-out evaluation, on iterations that have one
     TIME_COLLECTIVES = "timing/collectives"  # time spent in cross-process reductions (update excluded)
     TOKENS_PER_SECOND = "timing/tokens_per_second"  # generated tokens / whole iteration time
     GENERATION_TOKENS_PER_SECOND = "timing/generation_tokens_per_second"

@@ -29,7 +29,8 @@ from rlhfkit.data.records import load_records
 from rlhfkit.data.tokenize import tokenize_prompts
 from rlhfkit.data.templates import render_prompt
 from rlhfkit.environment import environment
-from rlhfkit.evaluation.policy_eval import evaluate_policy, win_rate
+from rlhfkit.evaluation.during_ppo import HeldOutPrompts, check_held_out
+from rlhfkit.evaluation.policy_eval import evaluate_policy, evaluation_generation, win_rate
 from rlhfkit.models.load import check_model_source, disable_dropout, freeze, load_causal_lm, load_tokenizer
 from rlhfkit.rewards.sources import RewardModelEnsemble
 from rlhfkit.stages import ppo as ppo_stage
@@ -52,6 +53,7 @@ def validate_run(cfg: RunConfig) -> None:
     """Check every user-supplied file and model path before the first stage starts."""
     if "ppo" in cfg.stages:
         ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None and cfg.task.name == "fortunes")
+        check_held_out(cfg.ppo, task_given=cfg.task is not None)
     if cfg.task is not None:
         from rlhfkit.tasks.fortunes.base_model import default_cache_dir
 
@@ -166,7 +168,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> dict
             refresh = cfg.ppo.reward_refresh
             cfg = _with(cfg, "ppo.reward_refresh.old_data", refresh.old_data or cfg.rm.data.path)
             cfg = _with(cfg, "ppo.reward_refresh.eval_data", refresh.eval_data or cfg.rm.data.eval_path)
-        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume, labeler=labeler)
+        held_out = HeldOutPrompts(task.eval_prompts(), task.gold_judge) if task is not None else None  # for ppo.eval.every
+        out = timer.run("ppo", ppo_stage.run, cfg, run_dir / "ppo", observer=observer, resume=resume, labeler=labeler,
+                        held_out=held_out)
         summary["stages"]["ppo"] = out.metrics
         summary["evaluation"] = main_first(lambda: timer.run("eval", evaluate_run, cfg, run_dir, Path(sft_ckpt),
                                                               out.checkpoint, task))
@@ -200,10 +204,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Pat
         examples = load_records(cfg.ppo.data.eval_path or cfg.ppo.data.path, "prompts")[: cfg.eval.num_prompts]
     texts = [render_prompt(tokenizer, e) for e in examples]
     ids = tokenize_prompts(examples, tokenizer, cfg.ppo.generation.max_prompt_length)
-    generation = cfg.ppo.generation.model_copy(update={
-        "temperature": cfg.eval.temperature,
-        "max_new_tokens": cfg.eval.max_new_tokens or cfg.ppo.generation.max_new_tokens,
-    })
+    generation = evaluation_generation(cfg)
     judges = {}
     if cfg.ppo.reward.model_paths:
         proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)

@@ -7,8 +7,9 @@
 - one update under FSDP2 (configs/accelerate/fsdp.yaml on CPU processes), DeepSpeed ZeRO-2 and ZeRO-3
   (zero2.yaml, zero3.yaml on DeepSpeed's CPU accelerator) equals the single process's;
 - `rlhfkit run --quick` under `accelerate launch --multi_gpu --num_processes 2`: one metrics line
-  per iteration, one policy, a report; SIGKILL of both processes mid-PPO, then `--resume` under the
-  same launcher, ends with the same metrics as the uninterrupted two-process run;
+  per iteration, one policy, a report, held-out evaluation points (`ppo.eval.every`) from both
+  processes' shares; SIGKILL of both processes mid-PPO, then `--resume` under the same launcher, ends
+  with the same metrics (evaluation points included) as the uninterrupted two-process run;
 - the same run and the same kill-and-resume under FSDP2 (checkpoints gather the shards) and under
   DeepSpeed ZeRO-2 and ZeRO-3 (ZeRO-3's weights gathered, each process's optimizer partition kept).
 """
@@ -106,7 +107,7 @@ def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, ti
 
 # ---------------------------------------------------------------- the CLI under a launcher
 
-QUICK = ["--set", "ppo.checkpoint.save_every=2"]
+QUICK = ["--set", "ppo.checkpoint.save_every=2", "--set", "ppo.eval.every=4"]  # held-out eval at 4 and 8
 
 
 DDP = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -174,6 +175,10 @@ def test_run_quick_under_two_processes(two_process_run):
     assert (run_dir / "ppo" / "policy" / "model.safetensors").exists() and (run_dir / "report.html").exists()
     assert "2 process(es) × 16" in out
     assert all(line["policy/first_minibatch_ratio_dev"] == 0.0 for line in lines)
+    evaluated = [line for line in lines if "eval/kl" in line]  # every process evaluated, the main one wrote
+    assert [line["step"] for line in evaluated] == [4, 8]
+    assert all(line["eval/kl"] > 0 and -1 <= line["eval/gold_score"] <= 1 for line in evaluated), evaluated
+    assert "plots/ppo_eval_scores.png" in (run_dir / "report.html").read_text()
 
 
 @pytest.mark.parametrize("engine", ["fsdp", "zero2", "zero3"])
@@ -228,9 +233,11 @@ def test_sigkill_both_processes_then_resume_matches_the_uninterrupted_run(tmp_pa
     assert "resuming from" in out
     got, want = _ppo_lines(run_dir), _ppo_lines(reference_dir)
     assert [line["step"] for line in got] == list(range(1, 9))
-    volatile = ("time",) + tuple(k for k in want[0] if k.startswith(("timing/", "memory/")))
+    def numbers(line: dict) -> dict:  # wall-clock fields aside (timing/eval is only on evaluated iterations)
+        return {k: v for k, v in line.items() if k != "time" and not k.startswith(("timing/", "memory/"))}
+
     for a, b in zip(got, want):
-        assert {k: v for k, v in a.items() if k not in volatile} == {k: v for k, v in b.items() if k not in volatile}
+        assert numbers(a) == numbers(b)
 
 
 def test_bad_input_under_two_processes_is_one_line_from_one_process(tmp_path):

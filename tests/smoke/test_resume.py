@@ -232,6 +232,26 @@ def test_ppo_killed_anywhere_resumes_to_the_same_result(tmp_path, tiny_model_dir
     assert again.exit_code == 0 and "finished before" in again.output
 
 
+def test_held_out_evaluation_points_survive_a_kill_and_resume(tmp_path, tiny_model_dir, prompts_file):
+    """ppo.eval.every: the evaluation samples from its own seeded RNG, so the points after a resume are those
+    of the uninterrupted run, and so is everything else."""
+    words = " ".join(SAMPLE_TEXT).split()
+    held_out = tmp_path / "eval_prompts.jsonl"  # reversed word pairs: not the training prompts
+    held_out.write_text("".join(json.dumps({"prompt": f"{words[i + 1]} {words[i]}"}) + "\n" for i in range(0, 36, 6)))
+    args = ppo_args(tiny_model_dir, prompts_file, "ppo.eval.every=2", f"ppo.data.eval_path={held_out}")
+    baseline = tmp_path / "baseline"
+    assert cli(*args, "-o", baseline).exit_code == 0
+    # SIGKILL half-way through checkpoint 4 (the points at 2 and 4 were logged), then resume from checkpoint 2
+    run_dir = tmp_path / "run"
+    first = Proc(tmp_path, *args, "-o", run_dir, RLHFKIT_CHECKPOINT_PAUSE="4")
+    first.wait_for(lambda: any((run_dir / "ppo" / "checkpoints").glob("step-00000004.tmp-*/PAUSED")))
+    first.kill()
+    result = cli("ppo", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    assert [line["step"] for line in numbers(run_dir / "ppo") if "eval/kl" in line] == [2, 4, 6]
+    assert_same_run(baseline / "ppo", run_dir / "ppo", "policy")
+
+
 def test_sft_killed_while_checkpointing_resumes_to_the_same_result(tmp_path, tiny_model_dir, sft_file):
     baseline = tmp_path / "baseline"
     assert cli(*sft_args(tiny_model_dir, sft_file), "-o", baseline).exit_code == 0

@@ -172,6 +172,20 @@ class RewardRefreshSection(Section):
         return self
 
 
+class PPOEvalSection(Section):
+    """Held-out evaluation while PPO trains (evaluation/during_ppo.py): the final evaluation's measures
+    (exact KL(π‖π_ref), proxy score, a bundled task's gold score), logged as `eval/*` in metrics.jsonl."""
+
+    every: int | None = Field(
+        None, gt=0,
+        description="PPO iterations between held-out evaluations (and always at the last iteration); empty: "
+        "only the evaluation after PPO. Prompts: the bundled task's held-out ones, else ppo.data.eval_path "
+        "(never the training prompts); sampled at eval.temperature and eval.max_new_tokens with its own "
+        "seeded RNG, so evaluating does not change the training run.",
+    )
+    num_prompts: int | None = Field(None, gt=0, description="Held-out prompts per evaluation; empty: eval.num_prompts.")
+
+
 class PPOConfig(Section):
     """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
 
@@ -185,6 +199,7 @@ class PPOConfig(Section):
     kl: KLSection = Field(default_factory=KLSection)
     logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description="Live health checks with suggestions.")
+    eval: PPOEvalSection = Field(default_factory=PPOEvalSection, description="Held-out evaluation every N iterations.")
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Stop on a metric's plateau; keep the best policy.")
     checkpoint: CheckpointSection = Field(
         default_factory=lambda: CheckpointSection(save_every=10),
@@ -236,6 +251,8 @@ class PPOConfig(Section):
             raise ValueError("ppo.value_model is unused with ppo.value_head=shared (the head sits on the policy): leave it empty")
         if self.lora is not None and self.reference.name_or_path:
             raise ValueError("ppo.reference must stay empty with ppo.lora: the reference is the policy with its adapters disabled")
+        if self.logging.eval_every is not None:  # the shared logging section's key counts optimiser steps in SFT/RM
+            raise ValueError("ppo.logging.eval_every is not used by PPO: set ppo.eval.every (iterations between held-out evaluations)")
         return self
 
 

@@ -43,6 +43,10 @@ Rules and why they point at that failure:
 - `missing_eos` - `rollout/eos_fraction` below `min_eos_fraction`: most responses are truncated,
   so the RM scores text unlike its training data (N+ detail 15, sec. 1).
 - `non_finite` - NaN/Inf in any metric above: the run is broken. Action `stop`.
+
+Each warning carries a suggestion that reads the run's config when the monitor has it
+(diagnostics/suggestions.py): it names the values the run has instead of advising a setting it
+already made.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.config.diagnostics import DiagnosticsSection
+from rlhfkit.config.stages import RunConfig
+from rlhfkit.diagnostics.suggestions import SUGGESTIONS, suggestion
 from rlhfkit.metric_names import M
 
 KL, SCORES, SCORES_STD = M.KL, M.SCORES, M.SCORES_STD
@@ -72,25 +78,6 @@ THRESHOLDS = (  # rule, metric, DiagnosticsSection field, fires when below (else
 )
 RULES = ("non_finite", "reward_hacking", "kl_blowup", "value_loss_explosion") + tuple(t[0] for t in THRESHOLDS)
 
-SUGGESTIONS = {
-    "non_finite": "stop and resume from the last checkpoint; lower ppo.learning_rate, keep ppo.max_grad_norm set, "
-                  "and prefer bf16/fp32 over fp16 (ppo.policy.dtype).",
-    "reward_hacking": "raise ppo.kl.kl_coef (or lower ppo.kl.target), score with an RM ensemble and "
-                      "ppo.reward.ensemble: min|uncertainty, refresh the reward model on current policy samples, "
-                      "or stop and keep the checkpoint with the best gold/held-out score.",
-    "kl_blowup": "raise ppo.kl.kl_coef (or lower ppo.kl.target), lower ppo.learning_rate, or set ppo.target_kl "
-                 "to cut the update epochs short.",
-    "reward_collapse": "raise ppo.generation.temperature for more diverse samples and check the reward function "
-                       "(constant scores? ppo.reward.clip too tight? wrong normalisation stats?).",
-    "entropy_collapse": "set ppo.entropy_coef > 0 or raise ppo.generation.temperature, and raise ppo.kl.kl_coef "
-                        "to pull the policy back towards the reference.",
-    "value_loss_explosion": "lower ppo.value_learning_rate, keep value clipping on (ppo.clip_range_value), and "
-                            "normalise/clip rewards (ppo.reward.normalize, ppo.reward.clip).",
-    "high_clipfrac": "lower ppo.learning_rate or ppo.ppo_epochs, or set ppo.target_kl.",
-    "ratio_outlier": "lower ppo.learning_rate; check that dropout is off (policy/first_minibatch_ratio_dev "
-                     "should be 0) and that logprobs use the sampling temperature.",
-    "missing_eos": "set ppo.reward.missing_eos_penalty, or raise ppo.generation.max_new_tokens.",
-}
 ACTION_OF = {"non_finite": "stop", "reward_hacking": "raise_kl_coef", "kl_blowup": "raise_kl_coef",
              "value_loss_explosion": "lower_lr", "high_clipfrac": "lower_lr"}
 
@@ -171,8 +158,10 @@ def _f(x: float) -> str:
 class TrainingMonitor:
     """Feed it every iteration's metrics; it returns the diagnostics that newly fire."""
 
-    def __init__(self, cfg: DiagnosticsSection | None = None) -> None:
+    def __init__(self, cfg: DiagnosticsSection | None = None, run: RunConfig | None = None) -> None:
+        """`run`: the run's config, which the suggestions read (diagnostics/suggestions.py); None: general advice."""
         self.cfg = cfg or DiagnosticsSection()
+        self.run = run
         self._history: dict[str, deque[float]] = {k: deque(maxlen=self.cfg.window) for k in KEY_METRICS}
         self._armed = {rule: True for rule in RULES}
         self._quiet = {rule: 0 for rule in RULES}
@@ -201,7 +190,7 @@ class TrainingMonitor:
                     f"{what} {_f(x)} {'<' if below else '>'} {_f(limit)} ({key}): {why}."
             else:
                 checks[rule] = None
-        out = [Diagnostic(rule, step, message, SUGGESTIONS[rule], ACTION_OF.get(rule))
+        out = [Diagnostic(rule, step, message, suggestion(rule, self.run), ACTION_OF.get(rule))
                for rule, message in checks.items() if self._gate(rule, message)]
         for key, x in values.items():
             self._history[key].append(x)

@@ -5,6 +5,8 @@ The same `TrainingMonitor` that watches a run as it trains reads the iterations 
 another framework whose metric names match (TRL's PPO logs `objective/kl`, `objective/scores`,
 `policy/clipfrac_avg`, …: docs/ppo.md) gets the same warnings and suggestions after the fact.
 Lines without `objective/kl` (events, diagnostics, faults) are not iterations and are skipped.
+The run's saved config.yaml, when there is one beside the stage directory, gives the monitor its
+thresholds (ppo.diagnostics) and the settings its suggestions read (diagnostics/suggestions.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from rlhfkit.config.diagnostics import DiagnosticsSection
 from rlhfkit.config.load import ConfigError
+from rlhfkit.config.stages import RunConfig
 from rlhfkit.diagnostics.monitor import Diagnostic, TrainingMonitor
 from rlhfkit.metric_names import M
 from rlhfkit.training.metrics import read_metrics
@@ -26,9 +29,17 @@ def metrics_file(target: Path) -> Path:
     raise ConfigError(f"{target}: no PPO metrics.jsonl there (looked for ppo/metrics.jsonl, metrics.jsonl)")
 
 
-def replay(path: Path, cfg: DiagnosticsSection | None = None) -> tuple[int, list[Diagnostic]]:
-    """(iterations read, every diagnostic the monitor raises over them)."""
-    monitor = TrainingMonitor(cfg or DiagnosticsSection())
+def saved_config(metrics: Path) -> Path | None:
+    """The config.yaml of the run that wrote `metrics` (RUN/config.yaml for RUN/ppo/metrics.jsonl), if any."""
+    candidates = [metrics.parent / "config.yaml"]
+    if metrics.parent.name == "ppo":  # a stage directory inside a run directory
+        candidates.append(metrics.parent.parent / "config.yaml")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def replay(path: Path, cfg: DiagnosticsSection | None = None, run: RunConfig | None = None) -> tuple[int, list[Diagnostic]]:
+    """(iterations read, every diagnostic the monitor raises over them); `run` makes the suggestions config-aware."""
+    monitor = TrainingMonitor(cfg or DiagnosticsSection(), run)
     iterations = [r for r in read_metrics(path) if isinstance(r, dict) and M.KL in r]
     if not iterations:
         raise ConfigError(f"{path}: no PPO iteration lines (none has {M.KL})")

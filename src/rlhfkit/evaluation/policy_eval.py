@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhfkit.algos.kl import exact_kl_from_logits
 from rlhfkit.algos.logprobs import logprobs_from_logits
-from rlhfkit.config.stages import GenerationSection
+from rlhfkit.config.stages import GenerationSection, RunConfig
 from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.models.actor_critic import response_logits
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
@@ -54,6 +54,14 @@ def gold_preference_accuracy(rm_chosen: Sequence[float], rm_rejected: Sequence[f
     if not decided:
         return None
     return sum((rm_diff > 0) == (gold_diff > 0) for rm_diff, gold_diff in decided) / len(decided)
+
+
+def evaluation_generation(cfg: RunConfig) -> GenerationSection:
+    """PPO's sampling settings with the eval section's temperature and response budget."""
+    return cfg.ppo.generation.model_copy(update={
+        "temperature": cfg.eval.temperature,
+        "max_new_tokens": cfg.eval.max_new_tokens or cfg.ppo.generation.max_new_tokens,
+    })
 
 
 def sample_responses(

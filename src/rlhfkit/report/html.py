@@ -347,9 +347,15 @@ def _ppo(run: _Run, plot: _Plotter) -> str:
         plot.img("ppo_scores", lambda p: plots.plot_twin(
             p, "Reward: proxy (RM) and gold", x, ("proxy score", "proxy score (objective/scores)", series(r, M.SCORES)),
             ("gold score", "gold score", series(r, M.GOLD_SCORE)), marks), "proxy and gold score"),
+        plot.img("ppo_eval_scores", lambda p: plots.plot_twin(  # only with ppo.eval.every
+            p, "Held-out prompts: proxy and gold score", x,
+            ("proxy score, held-out", "proxy score (eval/proxy_score)", series(r, M.EVAL_PROXY_SCORE)),
+            ("gold score, held-out", "gold score (eval/gold_score)", series(r, M.EVAL_GOLD_SCORE)), marks),
+            "proxy and gold score on held-out prompts during PPO"),
         plot.img("ppo_kl", lambda p: plots.plot_lines(
-            p, "KL(policy ‖ reference)", x, "nats per response", [(M.KL, series(r, M.KL))], marks),
-            "KL to the reference"),
+            p, "KL(policy ‖ reference)", x, "nats per response",
+            [(f"{M.KL} (training rollouts)", series(r, M.KL)), (f"{M.EVAL_KL} (held-out, exact)", series(r, M.EVAL_KL))],
+            marks), "KL to the reference"),
         plot.img("ppo_kl_coef", lambda p: plots.plot_lines(
             p, "KL coefficient β", x, "β", [("kl_coef", series(r, "kl_coef"))], marks), "KL coefficient"),
         plot.img("ppo_entropy", lambda p: plots.plot_lines(

@@ -215,28 +215,30 @@ def plot_twin(
 
 TIMING_KEYS = ((M.TIME_GENERATION, "generation"), (M.TIME_SCORING, "forward passes + scoring"),
                (M.TIME_TRAINING, "PPO update"))
+EVAL_TIMING = (M.TIME_EVAL, "held-out evaluation")  # drawn only when a run has ppo.eval.every
 
 
 def plot_timing(path: Path, records: Sequence[Any], marks: Sequence[tuple[float, str]] = ()) -> Path | None:
-    """Seconds per PPO iteration split into generation / scoring / update, stacked."""
+    """Seconds per PPO iteration split into generation / scoring / update (/ held-out evaluation), stacked."""
+    keys = TIMING_KEYS + ((EVAL_TIMING,) if any(isinstance(r, dict) and EVAL_TIMING[0] in r for r in records) else ())
     rows = []
     for record in records:
         if not isinstance(record, dict):
             continue
         x = to_float(record.get("step"))
-        parts = [to_float(record.get(key)) for key, _ in TIMING_KEYS]
+        parts = [to_float(record.get(key)) for key, _ in keys]
         if x is not None and any(p is not None for p in parts):
             rows.append((x, [max(p, 0.0) if p is not None else 0.0 for p in parts]))
     if not rows:
         return None
     rows.sort(key=lambda r: r[0])
     xs = [r[0] for r in rows]
-    columns = [[r[1][i] for r in rows] for i in range(len(TIMING_KEYS))]
+    columns = [[r[1][i] for r in rows] for i in range(len(keys))]
     total = sum(sum(c) for c in columns) or 1.0
-    labels = [f"{name} ({100 * sum(c) / total:.0f}%)" for (_, name), c in zip(TIMING_KEYS, columns)]
+    labels = [f"{name} ({100 * sum(c) / total:.0f}%)" for (_, name), c in zip(keys, columns)]
     fig = _figure()
     ax = fig.add_subplot()
-    colors = [COLORS[0], COLORS[3], COLORS[2]]
+    colors = [COLORS[0], COLORS[3], COLORS[2], COLORS[4]]
     handles = []
     if len(xs) <= 60:
         width = 0.8 * (min(b - a for a, b in zip(xs, xs[1:])) if len(xs) > 1 and len(set(xs)) == len(xs) else 1.0)

@@ -11,8 +11,9 @@
                  loss ×vf_coef, optional entropy bonus; accelerate's accumulate / backward / clip
                  (training/ppo_update.py)
   5. KL control  β stays fixed or follows the adaptive controller (Ziegler et al. 2019)
-  6. bookkeeping metrics (main process), samples, health checks, early stopping, the RM refresh
-                 (iterated RLHF), a checkpoint every `checkpoint.save_every` iterations
+  6. bookkeeping held-out evaluation every `eval.every` iterations (evaluation/during_ppo.py), metrics
+                 (main process), samples, health checks, early stopping, the RM refresh (iterated RLHF),
+                 a checkpoint every `checkpoint.save_every` iterations
 
 Before it (stages/ppo_inputs.py): `validate`, run by the CLI before any model loads, the prompts,
 the context-length check, the reference's and critic's starting checkpoints, the prompt order.
@@ -51,6 +52,7 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import PPOConfig, RunConfig
 from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
+from rlhfkit.evaluation.during_ppo import HeldOutEvaluator, HeldOutPrompts, eval_due, held_out_from_config
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import (
@@ -95,9 +97,10 @@ Observer = Callable[[Rollout], dict[str, float]]
 
 
 def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, resume: bool = False,
-        labeler: Labeler | None = None) -> StageOutput:
+        labeler: Labeler | None = None, held_out: HeldOutPrompts | None = None) -> StageOutput:
     """Train the policy; `observer(rollout)` may add metrics per iteration (e.g. a gold judge's score);
-    `labeler` labels fresh pairs for `reward_refresh.labeler: task`. With `resume`, continue from
+    `labeler` labels fresh pairs for `reward_refresh.labeler: task`; `held_out`: a task's evaluation
+    prompts and gold judge for `eval.every` (else ppo.data.eval_path). With `resume`, continue from
     STAGE/checkpoints (or return the output of a stage that already finished)."""
     ppo = cfg.ppo
     if (done := finished_stage(stage_dir, resume)) is not None:
@@ -106,7 +109,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps, lora=ppo.lora is not None)
     check_data_parallel(ppo, accelerator.num_processes)
     seed_everything(cfg.seed, accelerator.process_index)  # each process its own sampling stream
-    s = _setup(cfg, stage_dir, accelerator, labeler)
+    s = _setup(cfg, stage_dir, accelerator, labeler, held_out)
     resumed = (s.checkpointer.restore() if resume else None) or {"step": 0, "stats": {}, "stopped": False}
     iteration, s.logged = resumed["step"], resumed["stats"]  # logged: the last metrics line written
     first = ppo.num_iterations + 1 if resumed["stopped"] else iteration + 1
@@ -115,6 +118,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     settings = dict(kl_estimator=ppo.kl.estimator, gamma=ppo.gamma, lam=ppo.lam,
                     whiten_rewards=ppo.whiten_rewards, whiten_advantages=ppo.whiten_advantages)
     share = ppo.batch_size // accelerator.num_processes
+    micro_batches = ppo.ppo_epochs * share // ppo.mini_batch_size  # per update, on this process (its progress bar)
     rank = accelerator.process_index
 
     with MetricsWriter(stage_dir / "metrics.jsonl", "ppo", ppo.logging.report_to, enabled=s.main) as s.writer, \
@@ -128,14 +132,15 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             # 1. rollout: this process's share of the iteration's prompts
             prompts = s.sampler.next(ppo.batch_size // ppo.samples_per_prompt)  # each repeated samples_per_prompt times
             picked = [i for i in prompts for _ in range(ppo.samples_per_prompt)][rank * share : (rank + 1) * share]
-            rollout = _sample(s, picked)
+            with progress.phase("rollout"):
+                rollout = _sample(s, picked)
             t1 = time.perf_counter()
             # 2. score, at the EOS token of the sampled ids
             scored = s.reward_source.score_rollout(rollout)
             scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(s.device)
             # 3. experience under the current β: logprobs, reference logprobs, values, rewards, GAE
             beta = s.kl_ctl.value
-            with accelerator.autocast():
+            with accelerator.autocast(), progress.phase("scoring"):
                 exp = make_experience(rollout, scores, s.actor_critic, s.reference, AdvantageSettings(beta, **settings),
                                       ppo.generation.temperature, ppo.mini_batch_size, s.collectives.sum)
             stats = experience_stats(exp, beta, s.collectives.sum)
@@ -146,9 +151,10 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             if s.collectives.any(fault is not None) and fault is None:
                 fault = s.guard.flag("a tensor on another process")
             if fault is None:
-                update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
-                                    s.collectives, s.guard, iteration,
-                                    train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
+                with progress.phase("update", micro_batches) as tick:
+                    update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
+                                        s.collectives, s.guard, iteration, on_micro_batch=tick,
+                                        train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
                 stats.update(update.stats)
                 fault = update.fault
             s.guard.record(iteration, fault, s.writer)  # a fault line + warning; stops after too many in a row
@@ -160,10 +166,11 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
                 continue
             # 5. KL control, on the batch mean of the summed per-token KL
             s.kl_ctl.update(stats[M.KL], ppo.batch_size)
-            # 6. bookkeeping: metrics, samples, health checks, early stopping, RM refresh, checkpoint
+            # 6. bookkeeping: held-out eval, metrics, samples, health checks, early stopping, RM refresh, checkpoint
             stats.update(_iteration_figures(s, iteration, beta, scored.disagreement, (t0, t1, t2, t3), stats))
             if observer is not None:
                 stats.update(s.global_means(observer(rollout)))
+            stats.update(_held_out_eval(s, iteration, progress))
             stop = _bookkeeping(s, iteration, stats, exp, progress)
             if stop:
                 break
@@ -205,6 +212,7 @@ class _PPO:
     guard: FaultGuard
     refresher: RewardRefresher | None
     collectives: Collectives
+    evaluator: HeldOutEvaluator | None = None
     checkpointer: Checkpointer | None = None
     writer: MetricsWriter | None = None
     logged: dict | None = None
@@ -230,7 +238,7 @@ class _PPO:
         return dict(zip(local, (t / self.collectives.world_size for t in totals.tolist())))
 
 
-def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None) -> _PPO:
+def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None, held_out: HeldOutPrompts | None) -> _PPO:
     ppo, device = cfg.ppo, accelerator.device
     if accelerator.is_main_process:
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +288,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         kl_ctl=(AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
                 else FixedKLController(ppo.kl.kl_coef)),
         generator=torch.Generator().manual_seed(cfg.seed),
-        monitor=TrainingMonitor(ppo.diagnostics) if ppo.diagnostics.enabled else None,
+        monitor=TrainingMonitor(ppo.diagnostics, cfg) if ppo.diagnostics.enabled else None,
         stopper=EarlyStopper(ppo.early_stopping),
         guard=FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration"),
         refresher=RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None,
@@ -288,6 +296,10 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     )
     s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
                        else _reward_models(ppo.reward.model_paths, ppo, s))
+    if ppo.eval.every is not None:  # the proxy is whatever scores now (a refresh replaces s.reward_source)
+        s.evaluator = HeldOutEvaluator(held_out or held_out_from_config(ppo), tokenizer, cfg,
+                                       lambda p, r: s.reward_source.score(p, r).scores.tolist(), s.collectives,
+                                       accelerator.process_index)
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     s.checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),
@@ -349,6 +361,19 @@ def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float
         M.TOKENS_PER_SECOND: tokens / max(t3 - t0, 1e-9),
         M.GENERATION_TOKENS_PER_SECOND: tokens / max(t1 - t0, 1e-9),
     }
+
+
+def _held_out_eval(s: _PPO, iteration: int, progress) -> dict[str, float]:
+    """eval/* on the held-out prompts at the iterations ppo.eval.every names (on every process); else nothing."""
+    if s.evaluator is None or not eval_due(iteration, s.cfg.ppo.eval.every, s.cfg.ppo.num_iterations):
+        return {}
+    start = time.perf_counter()
+    with progress.phase("held-out eval"), \
+            policy_for_generation(s.accelerator, s.actor_critic) as policy:
+        figures = s.evaluator(policy, s.reference)
+    score = M.EVAL_GOLD_SCORE if M.EVAL_GOLD_SCORE in figures else M.EVAL_PROXY_SCORE  # a short note: the bar keeps its room
+    progress.note(f"eval kl {figures[M.EVAL_KL]:.3g} {score.removeprefix('eval/')} {figures[score]:.3g}")
+    return {**figures, M.TIME_EVAL: time.perf_counter() - start}
 
 
 def _bookkeeping(s: _PPO, iteration: int, stats: dict[str, float], exp, progress) -> bool:

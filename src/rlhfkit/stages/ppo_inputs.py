@@ -15,6 +15,7 @@ from rlhfkit.config.stages import PPOConfig, RunConfig
 from rlhfkit.data.records import load_records
 from rlhfkit.data.templates import render_prompt
 from rlhfkit.data.tokenize import TruncationStats, tokenize_prompts
+from rlhfkit.evaluation.during_ppo import check_held_out
 from rlhfkit.models.load import check_model_source, load_tokenizer
 from rlhfkit.models.lora import require_peft
 from rlhfkit.rewards.refresh import import_labeler
@@ -60,6 +61,7 @@ def validate(cfg: RunConfig) -> None:
     for i, path in enumerate(ppo.reward.model_paths):
         check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
     validate_refresh(ppo, labeler_given=False)
+    check_held_out(ppo, task_given=False)
 
 
 def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:

@@ -20,6 +20,7 @@ stay on the device until the end, then cross the process boundary in one all-red
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,11 +65,12 @@ def _clip_and_check(accelerator: Accelerator, actor_critic, max_grad_norm: float
 
 def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator: Accelerator, ppo: PPOConfig,
                generator: torch.Generator, collectives: Collectives, guard: FaultGuard, iteration: int,
-               train_policy: bool = True) -> UpdateResult:
+               train_policy: bool = True, on_micro_batch: Callable[[], None] | None = None) -> UpdateResult:
     """Train the prepared actor-critic on `exp` (this process's share of the batch). `train_policy=False`
     (critic warm-up) weighs the policy and entropy terms by 0: only the value loss trains. (They stay in
     the graph with zero gradients, so DDP still finds a gradient for every parameter; the policy then
-    moves by AdamW's decoupled weight decay alone, lr·wd·θ per step.)"""
+    moves by AdamW's decoupled weight decay alone, lr·wd·θ per step.) `on_micro_batch()` is called after
+    each micro-batch (a progress bar)."""
     mb_size, accumulation = ppo.mini_batch_size, ppo.gradient_accumulation_steps
     step_rows = mb_size * accumulation
     scale = collectives.world_size * accumulation  # undoes DDP's 1/W and accelerate's 1/A (module docstring)
@@ -131,6 +133,8 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                     if micro_batches == 0:  # the on-policy check: must be 0 with dropout off
                         first_ratio_dev = ((torch.exp(out.logprobs.detach() - mb.logprobs) - 1).abs() * mask).max()
                     micro_batches += 1
+                if on_micro_batch is not None:
+                    on_micro_batch()
             if fault is not None:
                 break
             steps_taken += 1

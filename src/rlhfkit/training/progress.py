@@ -1,9 +1,15 @@
 """A rich progress bar per stage: steps, running loss, the last evaluation, time left.
 
-Falls back to nothing when disabled (tests, non-interactive logs keep metrics.jsonl).
+A step that takes long (one PPO iteration, a task's sampling) shows a second, transient bar under
+the stage's: `with bar.phase("update", total) as tick:` — moving per unit of work when `total` is
+known, pulsing while a single long call runs when it is not. Falls back to nothing when disabled
+(tests, non-interactive logs keep metrics.jsonl; only the main process of a data-parallel run shows bars).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -48,6 +54,19 @@ class StageProgress:
 
     def note(self, text: str) -> None:
         self._note = text
+
+    @contextmanager
+    def phase(self, description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+        """A bar for one part of the current step, removed when the block ends; yields `tick()` (one unit done)."""
+        if self._progress is None:
+            yield lambda: None
+            return
+        progress = self._progress
+        task = progress.add_task(f"  {description}", total=total, status="")
+        try:
+            yield lambda: progress.update(task, advance=1)
+        finally:
+            progress.remove_task(task)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

@@ -270,7 +270,9 @@ def test_collect_preference_pairs(built):
     assert all(isinstance(x, str) and "<|" not in x for x in ra + rb)
     assert ra != rb
     assert tok.padding_side == "right"  # restored
-    assert collect_preference_pairs(model, tok, prompts, 7, 1.0, 8, seed=0, batch_size=4) == (p, ra, rb)
+    done = []  # the progress callback: one call per batch, with that batch's prompt count
+    assert collect_preference_pairs(model, tok, prompts, 7, 1.0, 8, seed=0, batch_size=4, on_batch=done.append) == (p, ra, rb)
+    assert done == [4, 3]
 
 
 def test_task_labeler_votes_per_pair_and_abstains_on_ties(tmp_path):

@@ -39,6 +39,7 @@ from rlhfkit.tasks.fortunes.corpus import write_jsonl
 from rlhfkit.metric_names import M
 from rlhfkit.tasks.fortunes.gold import SimulatedAnnotator, agreement_report, collect_preference_pairs
 from rlhfkit.tasks.fortunes.task import HELD_OUT_PAIR_FRACTION, Prepared
+from rlhfkit.training.progress import StageProgress
 
 #: Bradley–Terry temperatures on the gold's [0, 1] scale (answers ~0.3–0.6, degenerate text ~0).
 #: Not tuned to human agreement yet, unlike the fortunes task's.
@@ -139,9 +140,12 @@ class AssistantTask:
         questions = [conversations[i % len(conversations)][0] for i in range(self.cfg.num_preference_pairs)]
         rendered = [render_prompt(tokenizer, PromptExample(prompt=None, messages=[{"role": "user", "content": q}]))
                     for q in questions]
-        _, a, b = collect_preference_pairs(model, tokenizer, rendered, n_pairs=len(rendered), temperature=1.0,
-                                           max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=16)
-        records, report = self._label(questions, a, b)
+        with StageProgress("preference pairs (sampled)", len(rendered)) as bar:
+            _, a, b = collect_preference_pairs(model, tokenizer, rendered, n_pairs=len(rendered), temperature=1.0,
+                                               max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=16,
+                                               on_batch=bar.advance)
+            with bar.phase("labelling (gold scores, annotators)"):
+                records, report = self._label(questions, a, b)
         if len(records) < 2:
             raise ConfigError(f"task.num_preference_pairs={self.cfg.num_preference_pairs} left {len(records)} labelled "
                               "pairs (identical replies and gold ties are dropped): ask for more")

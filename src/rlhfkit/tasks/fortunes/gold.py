@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -195,8 +195,10 @@ def collect_preference_pairs(
     max_new_tokens: int = 24,
     seed: int = 0,
     batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
-    """Sample two responses for each of `n_pairs` prompts (cycling through `prompts`).
+    """Sample two responses for each of `n_pairs` prompts (cycling through `prompts`); `on_batch(n)` is
+    called after each batch of n prompts (a progress bar).
 
     Both samples of a prompt come from one `generate` call (`num_return_sequences=2`).
     Prompts are left-padded so that every row's generation starts right after its prompt.
@@ -237,6 +239,8 @@ def collect_preference_pairs(
                 texts = _decode_new_tokens(tokenizer, gen[:, enc["input_ids"].shape[1] :], eos)
                 out_a.extend(texts[0::2])  # num_return_sequences keeps a prompt's samples adjacent
                 out_b.extend(texts[1::2])
+                if on_batch is not None:
+                    on_batch(len(batch))
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)

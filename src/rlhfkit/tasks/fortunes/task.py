@@ -86,13 +86,15 @@ class FortunesTask:
         prompts = [r["prompt"] for r in make_prompt_records(self.splits()["pref_prompts"], rng)]
         prompts = [prompts[i % len(prompts)] for i in range(self.cfg.num_preference_pairs)]
         torch.manual_seed(self.seed)
-        pair_prompts, a, b = collect_preference_pairs(
-            model, tokenizer, prompts, n_pairs=len(prompts), temperature=1.0,
-            max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=64)
-        annotators = self.annotators()
-        # Pairs whose gold scores tie (two sentiment-free texts) are "no preference" answers and are
-        # dropped, as ties are left out of reward-model training in Stiennon 2020 / InstructGPT.
-        records, report = label_pairs(pair_prompts, a, b, self.gold, annotators, self.seed, skip_gold_ties=True)
+        with StageProgress("preference pairs (sampled)", len(prompts)) as bar:
+            pair_prompts, a, b = collect_preference_pairs(
+                model, tokenizer, prompts, n_pairs=len(prompts), temperature=1.0,
+                max_new_tokens=self.cfg.response_tokens, seed=self.seed, batch_size=64, on_batch=bar.advance)
+            annotators = self.annotators()
+            # Pairs whose gold scores tie (two sentiment-free texts) are "no preference" answers and are
+            # dropped, as ties are left out of reward-model training in Stiennon 2020 / InstructGPT.
+            with bar.phase("labelling"):
+                records, report = label_pairs(pair_prompts, a, b, self.gold, annotators, self.seed, skip_gold_ties=True)
         # A response that is only EOS decodes to "": not a preference anyone can state.
         kept = [r for r in records if r["chosen"].strip() and r["rejected"].strip()]
         report["n_skipped_empty"] = len(records) - len(kept)
