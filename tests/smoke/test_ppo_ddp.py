@@ -252,5 +252,7 @@ def test_bad_input_under_two_processes_is_one_line_from_one_process(tmp_path):
     assert out.count("error:") == 1 and "already exists" in out, out[-3000:]
     ours = out.split("failed (exitcode")[0]  # after it: the launcher's own traceback and report
     assert "Traceback" not in ours and "error:" in ours
-    assert out.count("exitcode  : 2") == 2  # both ranks exit with the bad-input code
+    # the bad-input code, never a crash's; the launcher may stop the second rank (SIGTERM) before it exits by itself
+    codes = [line.split(":")[1].split()[0] for line in out.splitlines() if line.strip().startswith("exitcode")]
+    assert "2" in codes and set(codes) <= {"2", "-15"}, codes
     assert (taken / "mine.txt").read_text() == "not rlhfkit's"
