@@ -138,6 +138,7 @@ def _ppo_lines(run_dir: Path) -> list[dict]:
 def _run(run_dir: Path, launch: list[str]) -> tuple[Path, str]:
     proc = _launch("run", "--quick", "-o", str(run_dir), *QUICK, port=_free_port(), launch=launch)
     out, _ = proc.communicate(timeout=900)
+    (run_dir.parent / "launch.log").write_text(out)  # the whole output, for a failure's first error
     assert proc.returncode == 0, out[-4000:]
     return run_dir, out
 
