@@ -52,7 +52,7 @@ def validate(cfg: RunConfig) -> None:
         require_peft()
     if not ppo.data.path:
         raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
-    load_records(ppo.data.path, "prompts")
+    load_records(ppo.data.path, "prompts", ppo.data.columns)
     if ppo.reward.callable:
         import_reward_callable(ppo.reward.callable)
     elif not ppo.reward.model_paths:
@@ -80,7 +80,7 @@ def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:
 
 def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
     """Prompt texts as the policy sees them (chat template applied to chat records) and their ids."""
-    records = load_records(ppo.data.path, "prompts")
+    records = load_records(ppo.data.path, "prompts", ppo.data.columns)
     if ppo.data.max_examples:
         records = records[: ppo.data.max_examples]
     stats = TruncationStats()
