@@ -6,8 +6,12 @@ the RM was trained with, right-padded — the layout of an RM training example
 (data/tokenize.py::tokenize_preferences). Decoding the response to text and re-tokenizing it
 would score another sequence than the one PPO credits: BPE round trips are not identity (merges
 across the prompt/response boundary, special-token text, byte fallbacks). Only a reward model
-with another vocabulary (an encoder RM, say) scores re-tokenized text, and that is said once.
-The score is read at that EOS token (N+ detail 11), where the RM learned to put it. A response
+with another vocabulary scores re-tokenized text, and that is said once.
+The score is read at that EOS token (N+ detail 11), where the RM learned to put it. An encoder
+reward model (BERT-style, rlhfkit.data.pairs) always has its own vocabulary: it scores the
+(prompt text, response text) pair framed by its own tokenizer, ``[CLS] prompt [SEP] response [SEP]``
+truncated to its positions by the RM-training rule, exactly as it was trained, and reads the score
+at [CLS]; no EOS is appended to it. A response
 that ran out of budget without emitting EOS gets the EOS appended like every other and is then
 penalised (`missing_eos_penalty`, N+ detail 15), rather than read at an arbitrary mid-sentence
 token the RM never saw scored.
@@ -32,7 +36,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhfkit.config.load import ConfigError
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import RewardSourceSection
-from rlhfkit.models.load import disable_dropout, freeze, load_reward_model, load_tokenizer
+from rlhfkit.data.pairs import PairTemplate, is_encoder_tokenizer, pair_template
+from rlhfkit.data.tokenize import fit_to_length
+from rlhfkit.models.load import context_length, disable_dropout, freeze, load_reward_model, load_tokenizer
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.training.progress import console
 
@@ -88,13 +94,26 @@ def rm_rows_from_ids(query_ids: torch.Tensor, query_mask: torch.Tensor, response
     return rows
 
 
-def text_rows(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
-    """Prompt ids + response ids + EOS of texts, for a reward model with its own vocabulary."""
+def text_rows(tokenizer, prompts: Sequence[str], responses: Sequence[str], frame: PairTemplate | None = None,
+              max_length: int | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token rows of texts, for a reward model with its own vocabulary, and their token types (None for
+    a decoder): prompt ids + response ids + EOS; for an encoder (`frame`) the framed pair, truncated
+    to `max_length` as in RM training."""
     # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
-    return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
+    if frame is None:
+        return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)], None
+    rows, types = [], []
+    for p, r in zip(prompts, responses):
+        prompt, response = encode(p), encode(r)
+        if max_length is not None:
+            prompt, (response,), _ = fit_to_length(prompt, [response], max_length - frame.num_special)
+        ids, token_types = frame.build(prompt, response)
+        rows.append(ids)
+        types.append(token_types)
+    return rows, types
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,11 @@ class RewardMember:
     mean: float  # score normalisation stored with the checkpoint (rlhfkit_score_mean / _std)
     std: float
     reads_policy_ids: bool  # same vocabulary as the policy: score the sampled ids as they are
+    frame: PairTemplate | None = None  # an encoder's pair framing (rlhfkit.data.pairs); None for a decoder
+    max_length: int | None = None  # an encoder's positions: framed pairs are truncated to fit
+
+    def text_rows(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
+        return text_rows(self.tokenizer, prompts, responses, self.frame, self.max_length)
 
 
 class RewardModelEnsemble:
@@ -122,29 +146,36 @@ class RewardModelEnsemble:
         for i, path in enumerate(paths):
             section = ModelSection(name_or_path=path, dtype=dtype)
             where = f"ppo.reward.model_paths[{i}]"
-            tokenizer = load_tokenizer(section, where)
+            tokenizer = load_tokenizer(section, where, encoder_ok=True)
             model = freeze(disable_dropout(load_reward_model(section, tokenizer, where, fresh_head=False))).to(device)
             mean = float(getattr(model.config, "rlhfkit_score_mean", 0.0))
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
-            shared = policy_tokenizer is not None and same_vocabulary(tokenizer, policy_tokenizer)
+            frame = pair_template(tokenizer) if is_encoder_tokenizer(tokenizer) else None
+            shared = policy_tokenizer is not None and frame is None and same_vocabulary(tokenizer, policy_tokenizer)
             if policy_tokenizer is not None and not shared:
-                console.print(f"\\[ppo] {escape(where)} has another vocabulary than the policy: it scores the "
-                              "decoded response text, re-tokenized with its own tokenizer", highlight=False)
-            self.members.append(RewardMember(model, tokenizer, mean, std, shared))
+                what = ("an encoder: it scores the (prompt, response) text pair" if frame else
+                        "of another vocabulary than the policy: it scores the decoded response text")
+                console.print(f"\\[ppo] {escape(where)} is {what}, re-tokenized with its own tokenizer", highlight=False)
+            self.members.append(RewardMember(model, tokenizer, mean, std, shared, frame, context_length(model)))
 
     @torch.no_grad()
-    def _score_rows(self, member: RewardMember, rows: list[list[int]]) -> torch.Tensor:
-        """(B,) raw scores of token rows, right-padded `batch_size` rows at a time."""
+    def _score_rows(self, member: RewardMember, rows: list[list[int]], types: list[list[int]] | None = None) -> torch.Tensor:
+        """(B,) raw scores of token rows (and an encoder's token types), right-padded `batch_size` rows at a time."""
         out = []
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             width = max(len(row) for row in chunk)
             ids = torch.full((len(chunk), width), member.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
+            token_types = torch.zeros_like(ids)
             for i, row in enumerate(chunk):
                 ids[i, : len(row)] = torch.tensor(row)
                 mask[i, : len(row)] = 1
-            out.append(sequence_scores(member.model, ids.to(self.device), mask.to(self.device)).float().cpu())
+                if types is not None:
+                    token_types[i, : len(row)] = torch.tensor(types[start + i])
+            given = token_types.to(self.device) if member.frame is not None and member.frame.uses_token_types else None
+            out.append(sequence_scores(member.model, ids.to(self.device), mask.to(self.device), given,
+                                       encoder=member.frame is not None).float().cpu())
         return torch.cat(out)
 
     def _combine(self, raw_scores: list[torch.Tensor]) -> ScoredBatch:
@@ -153,8 +184,8 @@ class RewardModelEnsemble:
         return ScoredBatch(combine_scores(stacked, self.cfg.ensemble, self.cfg.uncertainty_penalty), stacked)
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
-        """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS)."""
-        return self._combine([self._score_rows(m, text_rows(m.tokenizer, prompts, responses)) for m in self.members])
+        """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS; an encoder: the pair)."""
+        return self._combine([self._score_rows(m, *m.text_rows(prompts, responses)) for m in self.members])
 
     def score_rollout(self, rollout) -> ScoredBatch:
         """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
@@ -163,9 +194,9 @@ class RewardModelEnsemble:
             if member.reads_policy_ids:
                 rows = rm_rows_from_ids(rollout.query_ids, rollout.query_mask, rollout.response_ids,
                                         rollout.response_mask, member.tokenizer.eos_token_id)
+                raw.append(self._score_rows(member, rows))
             else:
-                rows = text_rows(member.tokenizer, rollout.prompts, rollout.responses)
-            raw.append(self._score_rows(member, rows))
+                raw.append(self._score_rows(member, *member.text_rows(rollout.prompts, rollout.responses)))
         return self._combine(raw)
 
 

