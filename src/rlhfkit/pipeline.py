@@ -206,7 +206,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Pat
     })
     judges = {}
     if cfg.ppo.reward.model_paths:
-        proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)
+        proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device, prompt_records=dict(zip(texts, examples)))
         judges["proxy"] = lambda p, r: proxy.score(p, r).scores.tolist()
     if task is not None:
         judges["gold"] = task.gold_judge

@@ -123,10 +123,56 @@ def test_an_encoder_rm_scores_in_ppo_as_a_direct_forward_of_its_own_pair_tokeniz
     assert abs(float(at["last"] - raw[0])) > 1e-4
 
 
+def test_an_encoder_rm_reads_a_chat_prompt_rendered_by_its_own_tokenizer(encoder_rm, tiny_tokenizer):
+    """The policy sees its chat template; the encoder was trained on the plain template its own tokenizer
+    renders (no chat template), so PPO hands it the prompt rendered that way, not the policy's text."""
+    import copy
+
+    from rlhfkit.data.records import PromptExample
+    from rlhfkit.data.templates import render_prompt
+
+    policy_tokenizer = copy.deepcopy(tiny_tokenizer)
+    policy_tokenizer.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+    records = [PromptExample(prompt=None, messages=[{"role": "user", "content": p}]) for p in PROMPTS]
+    seen_by_policy = [render_prompt(policy_tokenizer, r) for r in records]
+    rollout = _rollout(policy_tokenizer, seen_by_policy, RESPONSES)
+    section = RewardSourceSection(normalize=False)
+    ensemble = RewardModelEnsemble([str(encoder_rm)], section, CPU, policy_tokenizer=policy_tokenizer,
+                                   prompt_records=dict(zip(seen_by_policy, records)))
+    tokenizer = AutoTokenizer.from_pretrained(encoder_rm)
+    model = AutoModelForSequenceClassification.from_pretrained(encoder_rm).eval()
+    own = [render_prompt(tokenizer, r) for r in records]
+    assert own[0] == f"User: {PROMPTS[0]}\nAssistant: "  # the plain template (rlhfkit.data.templates)
+    with torch.no_grad():
+        direct = torch.stack([model(**tokenizer(p, r, return_tensors="pt")).logits[0, 0] for p, r in zip(own, RESPONSES)])
+    torch.testing.assert_close(ensemble.score_rollout(rollout).scores, direct, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ensemble.score(seen_by_policy, RESPONSES).scores, direct, atol=1e-5, rtol=0)
+    # the broken variant: without the records it reads the policy's chat text and scores something else
+    unmapped = RewardModelEnsemble([str(encoder_rm)], section, CPU, policy_tokenizer=policy_tokenizer)
+    assert (unmapped.score_rollout(rollout).scores - direct).abs().max() > 1e-4
+
+
 def test_an_encoder_rm_agrees_with_the_text_classification_pipeline(encoder_rm, tiny_tokenizer):
     _, raw, _ = _raw_and_normalised(encoder_rm, tiny_tokenizer)
     pairs = [{"text": p, "text_pair": r} for p, r in zip(PROMPTS, RESPONSES)]
     torch.testing.assert_close(_pipeline_scores(encoder_rm, pairs), raw, atol=1e-5, rtol=0)
+
+
+def test_ppo_runs_with_an_encoder_rm_as_its_reward(tmp_path, encoder_rm, tiny_model_dir, prompts_file):
+    from rlhfkit.config import load_config
+    from rlhfkit.stages import ppo as ppo_stage
+
+    cfg = load_config(None, [
+        "device=cpu", f"ppo.policy.name_or_path={tiny_model_dir}", f"ppo.data.path={prompts_file}",
+        f"ppo.reward.model_paths=[{encoder_rm}]", "ppo.num_iterations=2", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.gradient_accumulation_steps=1",
+        "ppo.generation.max_new_tokens=8", "ppo.logging.progress=false"])
+    ppo_stage.validate(cfg)
+    ppo_stage.run(cfg, tmp_path / "ppo")
+    iterations = [m for m in read_metrics(tmp_path / "ppo" / "metrics.jsonl") if "objective/scores" in m]
+    assert len(iterations) == 2 and all(abs(m["objective/scores"]) < 1e3 for m in iterations)
+    # the critic reads the policy's ids, so it starts from the policy, not from the encoder
+    critic = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ppo" / "value_model")
+    assert critic.config.model_type == "gpt2" and (tmp_path / "ppo" / "policy" / "model.safetensors").is_file()
 
 
 def test_an_encoder_tokenizer_is_refused_for_the_policy(encoder_rm):

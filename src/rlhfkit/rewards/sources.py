@@ -6,7 +6,9 @@ the RM was trained with, right-padded — the layout of an RM training example
 (data/tokenize.py::tokenize_preferences). Decoding the response to text and re-tokenizing it
 would score another sequence than the one PPO credits: BPE round trips are not identity (merges
 across the prompt/response boundary, special-token text, byte fallbacks). Only a reward model
-with another vocabulary scores re-tokenized text, and that is said once.
+with another vocabulary scores re-tokenized text, and that is said once; a chat prompt is then
+rendered from its record with that model's own tokenizer (its chat template, or the plain one),
+as its RM stage rendered the preferences it learned from (`prompt_records`).
 The score is read at that EOS token (N+ detail 11), where the RM learned to put it. An encoder
 reward model (BERT-style, rlhfkit.data.pairs) always has its own vocabulary: it scores the
 (prompt text, response text) pair framed by its own tokenizer, ``[CLS] prompt [SEP] response [SEP]``
@@ -26,8 +28,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rich.markup import escape
@@ -37,6 +40,7 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import RewardSourceSection
 from rlhfkit.data.pairs import PairTemplate, is_encoder_tokenizer, pair_template
+from rlhfkit.data.templates import render_prompt
 from rlhfkit.data.tokenize import fit_to_length
 from rlhfkit.models.load import context_length, disable_dropout, freeze, load_reward_model, load_tokenizer
 from rlhfkit.models.scoring import sequence_scores
@@ -135,11 +139,15 @@ class RewardModelEnsemble:
 
     `policy_tokenizer` (PPO) lets members with the policy's vocabulary score sampled ids directly
     (`score_rollout`); `score(prompts, responses)` tokenizes text, for evaluation and labelling.
-    `batch_size` rows go through a member at a time, independent of PPO's mini-batch size."""
+    `batch_size` rows go through a member at a time, independent of PPO's mini-batch size.
+    `prompt_records` maps a policy-rendered prompt text to its record, so a member with its own
+    tokenizer reads the prompt rendered its own way (a text it does not map is read as it is)."""
 
     def __init__(self, paths: Sequence[str], cfg: RewardSourceSection, device: torch.device, dtype: str = "fp32",
-                 batch_size: int = 64, policy_tokenizer: PreTrainedTokenizerBase | None = None):
+                 batch_size: int = 64, policy_tokenizer: PreTrainedTokenizerBase | None = None,
+                 prompt_records: Mapping[str, Any] | None = None):
         self.cfg = cfg
+        self.prompt_records = dict(prompt_records or {})
         self.device = device
         self.batch_size = batch_size
         self.members: list[RewardMember] = []
@@ -185,7 +193,13 @@ class RewardModelEnsemble:
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS; an encoder: the pair)."""
-        return self._combine([self._score_rows(m, *m.text_rows(prompts, responses)) for m in self.members])
+        return self._combine([self._score_rows(m, *m.text_rows(self._prompts_for(m, prompts), responses))
+                              for m in self.members])
+
+    def _prompts_for(self, member: RewardMember, prompts: Sequence[str]) -> list[str]:
+        """The prompts as `member`'s tokenizer renders their records (chat templates differ between tokenizers)."""
+        records = [self.prompt_records.get(p) for p in prompts]
+        return [p if r is None else render_prompt(member.tokenizer, r) for p, r in zip(prompts, records)]
 
     def score_rollout(self, rollout) -> ScoredBatch:
         """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
@@ -196,7 +210,8 @@ class RewardModelEnsemble:
                                         rollout.response_mask, member.tokenizer.eos_token_id)
                 raw.append(self._score_rows(member, rows))
             else:
-                raw.append(self._score_rows(member, *member.text_rows(rollout.prompts, rollout.responses)))
+                raw.append(self._score_rows(member, *member.text_rows(self._prompts_for(member, rollout.prompts),
+                                                                      rollout.responses)))
         return self._combine(raw)
 
 

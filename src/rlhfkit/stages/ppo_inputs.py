@@ -79,8 +79,9 @@ def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:
             load_records(path, "preferences")
 
 
-def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
-    """Prompt texts as the policy sees them (chat template applied to chat records) and their ids."""
+def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats, list]:
+    """Prompt texts as the policy sees them (chat template applied to chat records), their ids, and the
+    records (a reward model with its own tokenizer renders them its own way: rewards/sources.py)."""
     records = load_records(ppo.data.path, "prompts", ppo.data.columns)
     if ppo.data.max_examples:
         records = records[: ppo.data.max_examples]
@@ -88,7 +89,7 @@ def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]],
     ids = tokenize_prompts(records, tokenizer, ppo.generation.max_prompt_length, stats)
     if stats.dropped:
         raise ConfigError(f"{ppo.data.path}: {stats.dropped} prompt(s) tokenize to nothing")
-    return [render_prompt(tokenizer, r) for r in records], ids, stats
+    return [render_prompt(tokenizer, r) for r in records], ids, stats, records
 
 
 def check_fits_context(ppo: PPOConfig, prompt_ids: list[list[int]], limit: int | None) -> None:
