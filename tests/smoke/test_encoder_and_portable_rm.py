@@ -175,6 +175,28 @@ def test_ppo_runs_with_an_encoder_rm_as_its_reward(tmp_path, encoder_rm, tiny_mo
     assert critic.config.model_type == "gpt2" and (tmp_path / "ppo" / "policy" / "model.safetensors").is_file()
 
 
+def test_an_encoder_rm_trains_with_lora_its_head_and_pooler_in_full(tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.models.tiny import build_tiny_encoder
+
+    base_dir = build_tiny_encoder(tmp_path / "bert")
+    train, held_out = _prefs(tmp_path / "prefs.jsonl", 64, 1), _prefs(tmp_path / "prefs_eval.jsonl", 16, 2)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "rm", "-o", str(out), "--set", f"rm.model.name_or_path={base_dir}", "--set", f"rm.data.path={train}",
+        "--set", f"rm.data.eval_path={held_out}", "--set", "rm.lora.r=4", "--set", "rm.optim.learning_rate=3e-3",
+        "--set", "rm.optim.epochs=3", "--set", "rm.optim.batch_size=8", "--set", "rm.logging.progress=false"])
+    assert result.exit_code == 0, result.output
+    assert [m for m in read_metrics(out / "rm" / "metrics.jsonl") if "eval/accuracy" in m][-1]["eval/accuracy"] >= 0.9
+    base, tuned = load_file(base_dir / "model.safetensors"), load_file(out / "rm" / "model" / "model.safetensors")
+    changed = {k for k in base if not torch.equal(base[k], tuned[f"bert.{k}"])}
+    assert {"pooler.dense.weight", "pooler.dense.bias"} <= changed  # trained in full, with the head
+    assert "encoder.layer.0.intermediate.dense.weight" not in changed  # not adapted: frozen
+    assert any(".attention.self.query." in k for k in changed)  # LoRA merged into the adapted weights
+    assert isinstance(AutoModelForSequenceClassification.from_pretrained(out / "rm" / "model"), BertForSequenceClassification)
+
+
 def test_an_encoder_tokenizer_is_refused_for_the_policy(encoder_rm):
     from rlhfkit.config.sections import ModelSection
     from rlhfkit.models.load import ModelLoadError, load_tokenizer

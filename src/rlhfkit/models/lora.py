@@ -34,11 +34,13 @@ def add_lora(model: nn.Module, section, *, where: str = "ppo.lora", head: str | 
     """`model` wrapped with trainable LoRA adapters (base weights frozen).
 
     `head`: the attribute name of a reward model's score head (`score`, `classifier`), kept fully
-    trainable: it starts random, so freezing it would leave the RM a random projection."""
+    trainable: it starts random, so freezing it would leave the RM a random projection. An encoder's
+    pooler ([CLS] -> dense -> tanh, part of its score path, fresh in a base DeBERTa) trains with it."""
     peft = require_peft(where)
+    poolers = ["pooler"] if head and any(name.split(".")[-1] == "pooler" for name, _ in model.named_modules()) else []
     config = peft.LoraConfig(task_type="SEQ_CLS" if head else "CAUSAL_LM", r=section.r, lora_alpha=section.alpha,
                              lora_dropout=section.dropout, target_modules=section.target_modules,
-                             modules_to_save=[head] if head else None)
+                             modules_to_save=[head, *poolers] if head else None)
     return peft.get_peft_model(model, config)
 
 
