@@ -71,9 +71,10 @@ def _raw_and_normalised(rm_dir: Path, policy_tokenizer, prompts=PROMPTS, respons
     return raw, raw.score_rollout(rollout).scores, normed.score_rollout(rollout).scores
 
 
-def _pipeline_scores(rm_dir: Path, inputs) -> torch.Tensor:
+def _pipeline_scores(rm_dir: Path, *inputs) -> list[torch.Tensor]:
+    """Scores outside rlhfkit, as a user gets them: one list per list of `inputs`."""
     classify = pipeline("text-classification", model=str(rm_dir), function_to_apply="none", device="cpu")
-    return torch.tensor([out["score"] for out in classify(inputs)])
+    return [torch.tensor([out["score"] for out in classify(batch)]) for batch in inputs]
 
 
 def _assert_normalisation(rm_dir: Path, raw: torch.Tensor, normed: torch.Tensor) -> None:
@@ -155,7 +156,8 @@ def test_an_encoder_rm_reads_a_chat_prompt_rendered_by_its_own_tokenizer(encoder
 def test_an_encoder_rm_agrees_with_the_text_classification_pipeline(encoder_rm, tiny_tokenizer):
     _, raw, _ = _raw_and_normalised(encoder_rm, tiny_tokenizer)
     pairs = [{"text": p, "text_pair": r} for p, r in zip(PROMPTS, RESPONSES)]
-    torch.testing.assert_close(_pipeline_scores(encoder_rm, pairs), raw, atol=1e-5, rtol=0)
+    (scores,) = _pipeline_scores(encoder_rm, pairs)
+    torch.testing.assert_close(scores, raw, atol=1e-5, rtol=0)
 
 
 def test_ppo_runs_with_an_encoder_rm_as_its_reward(tmp_path, encoder_rm, tiny_model_dir, prompts_file):
@@ -213,9 +215,9 @@ def test_a_decoder_rm_agrees_with_the_text_classification_pipeline(tmp_path, tin
     ensemble, raw, normed = _raw_and_normalised(rm_dir, tiny_tokenizer)
     assert ensemble.members[0].reads_policy_ids  # PPO scored the sampled ids, prompt + response + EOS
     texts = [p + r for p, r in zip(PROMPTS, RESPONSES)]
-    torch.testing.assert_close(_pipeline_scores(rm_dir, texts), raw, atol=1e-5, rtol=0)
     pairs = [{"text": p, "text_pair": r} for p, r in zip(PROMPTS, RESPONSES)]
-    torch.testing.assert_close(_pipeline_scores(rm_dir, pairs), raw, atol=1e-5, rtol=0)
+    for scores in _pipeline_scores(rm_dir, texts, pairs):
+        torch.testing.assert_close(scores, raw, atol=1e-5, rtol=0)
     assert raw.std() > 1e-3
     _assert_normalisation(rm_dir, raw, normed)
     # the broken variant: the policy's tokenizer as it was (no EOS appended) gives other scores
@@ -249,3 +251,45 @@ def test_the_real_minilm_trains_as_a_reward_model_and_scores_as_a_direct_forward
     torch.testing.assert_close(raw, direct, atol=1e-4, rtol=0)
     assert raw.std() > 1e-4
     _assert_normalisation(rm_dir, raw, normed)
+
+
+# ---------------------------------------------------------------- a real chat model: SmolLM2-135M-Instruct
+
+
+def test_a_real_smollm2_rm_agrees_with_the_pipeline_on_chat_text(tmp_path):
+    """A LoRA RM on the bundled SmolLM2 (chat template, EOS <|im_end|>) trained 2 steps on chat pairs:
+    the pipeline on the chat-rendered prompt and the reply gives PPO's score to float tolerance."""
+    from rlhfkit.data.records import PromptExample
+    from rlhfkit.data.templates import render_prompt
+    from rlhfkit.models.gguf import BundledModelError, smollm2_instruct
+
+    try:
+        smollm2 = smollm2_instruct()
+    except BundledModelError as err:
+        print(f"skipped: {err}")
+        pytest.skip(f"SmolLM2 is not installed: {err}")
+    questions = ["What is the capital of France?", "How do I boil an egg?", "What is Python?", "Why is the sky blue?"]
+    rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": "A clear answer."}],
+             "rejected": [{"role": "assistant", "content": "No."}]} for q in questions * 2]
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "rm", "-o", str(out), "--set", f"rm.model.name_or_path={smollm2}", "--set", f"rm.data.path={prefs}",
+        "--set", "rm.data.eval_fraction=0", "--set", "rm.lora.r=8", "--set", "rm.optim.max_steps=2",
+        "--set", "rm.optim.batch_size=4", "--set", "rm.data.max_length=64", "--set", "rm.logging.progress=false"])
+    assert result.exit_code == 0, result.output
+    rm_dir = out / "rm" / "model"
+    policy_tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    records = [PromptExample(prompt=None, messages=[{"role": "user", "content": q}]) for q in questions]
+    prompts = [render_prompt(policy_tokenizer, r) for r in records]
+    assert prompts[0].startswith("<|im_start|>")  # the chat template's text, markers included
+    replies = ["The capital of France is Paris.", "Boil it for nine minutes.", "A programming language.", "Scattering."]
+    ensemble = RewardModelEnsemble([str(rm_dir)], RewardSourceSection(normalize=False), CPU,
+                                   policy_tokenizer=policy_tokenizer, prompt_records=dict(zip(prompts, records)))
+    sampled = ensemble.score_rollout(_rollout(policy_tokenizer, prompts, replies)).scores  # the policy's ids
+    torch.testing.assert_close(ensemble.score(prompts, replies).scores, sampled, atol=1e-4, rtol=0)
+    pairs = [{"text": p, "text_pair": r} for p, r in zip(prompts, replies)]
+    for scores in _pipeline_scores(rm_dir, pairs, [p + r for p, r in zip(prompts, replies)]):
+        torch.testing.assert_close(scores, sampled, atol=1e-4, rtol=0)
+    assert sampled.std() > 1e-4

@@ -237,6 +237,11 @@ def tokenize_preferences(
     return out
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, example) -> list[int]:
+    """The prompt ids of one record, as every stage encodes them (templates, special-token text)."""
+    return _encode_example_text(tokenizer, example, 0, render_prompt(tokenizer, example))
+
+
 def tokenize_prompts(
     examples: Sequence[PromptExample | InstructionExample],
     tokenizer: PreTrainedTokenizerBase,

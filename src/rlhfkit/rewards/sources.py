@@ -40,8 +40,7 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import RewardSourceSection
 from rlhfkit.data.pairs import PairTemplate, is_encoder_tokenizer, pair_template
-from rlhfkit.data.templates import render_prompt
-from rlhfkit.data.tokenize import fit_to_length
+from rlhfkit.data.tokenize import encode_prompt, fit_to_length
 from rlhfkit.models.load import context_length, disable_dropout, freeze, load_reward_model, load_tokenizer
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.training.progress import console
@@ -98,20 +97,21 @@ def rm_rows_from_ids(query_ids: torch.Tensor, query_mask: torch.Tensor, response
     return rows
 
 
-def text_rows(tokenizer, prompts: Sequence[str], responses: Sequence[str], frame: PairTemplate | None = None,
-              max_length: int | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
-    """Token rows of texts, for a reward model with its own vocabulary, and their token types (None for
-    a decoder): prompt ids + response ids + EOS; for an encoder (`frame`) the framed pair, truncated
-    to `max_length` as in RM training."""
-    # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+def plain_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as plain text: "<|endoftext|>" written by the policy must not become a real EOS here."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
+
+def text_rows(tokenizer, prompt_ids: Sequence[list[int]], responses: Sequence[str], frame: PairTemplate | None = None,
+              max_length: int | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token rows for a reward model with its own vocabulary, from its prompt ids and the response
+    texts, and their token types (None for a decoder): prompt ids + response ids + EOS; for an
+    encoder (`frame`) the framed pair, truncated to `max_length` as in RM training."""
     if frame is None:
-        return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)], None
+        return [list(p) + plain_ids(tokenizer, r) + [tokenizer.eos_token_id] for p, r in zip(prompt_ids, responses)], None
     rows, types = [], []
-    for p, r in zip(prompts, responses):
-        prompt, response = encode(p), encode(r)
+    for p, r in zip(prompt_ids, responses):
+        prompt, response = list(p), plain_ids(tokenizer, r)
         if max_length is not None:
             prompt, (response,), _ = fit_to_length(prompt, [response], max_length - frame.num_special)
         ids, token_types = frame.build(prompt, response)
@@ -130,8 +130,8 @@ class RewardMember:
     frame: PairTemplate | None = None  # an encoder's pair framing (rlhfkit.data.pairs); None for a decoder
     max_length: int | None = None  # an encoder's positions: framed pairs are truncated to fit
 
-    def text_rows(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
-        return text_rows(self.tokenizer, prompts, responses, self.frame, self.max_length)
+    def text_rows(self, prompt_ids: Sequence[list[int]], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
+        return text_rows(self.tokenizer, prompt_ids, responses, self.frame, self.max_length)
 
 
 class RewardModelEnsemble:
@@ -193,13 +193,16 @@ class RewardModelEnsemble:
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
         """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS; an encoder: the pair)."""
-        return self._combine([self._score_rows(m, *m.text_rows(self._prompts_for(m, prompts), responses))
+        return self._combine([self._score_rows(m, *m.text_rows(self._prompt_ids(m, prompts), responses))
                               for m in self.members])
 
-    def _prompts_for(self, member: RewardMember, prompts: Sequence[str]) -> list[str]:
-        """The prompts as `member`'s tokenizer renders their records (chat templates differ between tokenizers)."""
+    def _prompt_ids(self, member: RewardMember, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's ids in `member`'s tokenizer: from its record, rendered and encoded as the RM stage
+        does (its own chat template, whose markers stay special; chat templates differ between
+        tokenizers), else the text itself, as plain text."""
         records = [self.prompt_records.get(p) for p in prompts]
-        return [p if r is None else render_prompt(member.tokenizer, r) for p, r in zip(prompts, records)]
+        return [plain_ids(member.tokenizer, p) if r is None else encode_prompt(member.tokenizer, r)
+                for p, r in zip(prompts, records)]
 
     def score_rollout(self, rollout) -> ScoredBatch:
         """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
@@ -210,7 +213,7 @@ class RewardModelEnsemble:
                                         rollout.response_mask, member.tokenizer.eos_token_id)
                 raw.append(self._score_rows(member, rows))
             else:
-                raw.append(self._score_rows(member, *member.text_rows(self._prompts_for(member, rollout.prompts),
+                raw.append(self._score_rows(member, *member.text_rows(self._prompt_ids(member, rollout.prompts),
                                                                       rollout.responses)))
         return self._combine(raw)
 
