@@ -199,6 +199,36 @@ def test_an_encoder_rm_trains_with_lora_its_head_and_pooler_in_full(tmp_path):
     assert isinstance(AutoModelForSequenceClassification.from_pretrained(out / "rm" / "model"), BertForSequenceClassification)
 
 
+def test_an_encoder_without_token_types_or_pooler_distilbert(tmp_path, tiny_tokenizer):
+    """DistilBERT takes no token_type_ids (nor position_ids) and has a pre_classifier, not a pooler."""
+    from tokenizers import processors
+    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+
+    from rlhfkit.models.tiny import build_tiny_encoder_tokenizer
+
+    bert = build_tiny_encoder_tokenizer()
+    backend = bert.backend_tokenizer
+    cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                        sep_token="[SEP]", model_input_names=["input_ids", "attention_mask"])
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+                              dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0, pad_token_id=tokenizer.pad_token_id)
+    DistilBertModel(config).save_pretrained(tmp_path / "distil")
+    tokenizer.save_pretrained(tmp_path / "distil")
+    rm_dir = _train_rm(tmp_path, tmp_path / "distil") / "rm" / "model"
+    _, raw, _ = _raw_and_normalised(rm_dir, tiny_tokenizer)
+    saved = AutoTokenizer.from_pretrained(rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    assert "token_type_ids" not in saved(PROMPTS[0], RESPONSES[0])
+    with torch.no_grad():
+        direct = torch.stack([model(**saved(p, r, return_tensors="pt")).logits[0, 0] for p, r in zip(PROMPTS, RESPONSES)])
+    torch.testing.assert_close(raw, direct, atol=1e-5, rtol=0)
+    assert raw.std() > 1e-3
+
+
 def test_an_encoder_tokenizer_is_refused_for_the_policy(encoder_rm):
     from rlhfkit.config.sections import ModelSection
     from rlhfkit.models.load import ModelLoadError, load_tokenizer

@@ -2,8 +2,8 @@
 
 The data modules document their own rules (`records`: formats and validation, `templates`:
 how records become text, `tokenize`: labels, truncation, padding, `pairs`: encoder RMs' pair frame);
-docs/data.md is those docstrings in one page, so the page cannot drift from the code. `python -m rlhfkit.data.docs` rewrites it; a
-test fails when it is out of date.
+docs/data.md is those docstrings in one page, so the page cannot drift from the code.
+`python -m rlhfkit.data.docs` rewrites it; a test fails when it is out of date.
 """
 
 from __future__ import annotations

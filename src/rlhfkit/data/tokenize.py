@@ -208,7 +208,7 @@ def tokenize_preferences(
     """``{"chosen_input_ids", "rejected_input_ids", "margin", "p_chosen"}`` per pair; prompt + response + EOS.
 
     For an encoder tokenizer each side is the framed pair (prompt, response), and ``chosen_token_type_ids``
-    / ``rejected_token_type_ids`` come with it (see the module docstring)."""
+    / ``rejected_token_type_ids`` come with it where the tokenizer makes token types (see the module docstring)."""
     _check_length("max_length", max_length)
     frame = pair_template(tokenizer) if is_encoder_tokenizer(tokenizer) else None
     end = [] if frame else [_eos_id(tokenizer)]
@@ -232,7 +232,9 @@ def tokenize_preferences(
             out.append({"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, **pair})
             continue
         for side, response in (("chosen", chosen), ("rejected", rejected)):
-            pair[f"{side}_input_ids"], pair[f"{side}_token_type_ids"] = frame.build(prompt, response)
+            pair[f"{side}_input_ids"], types = frame.build(prompt, response)
+            if frame.uses_token_types:  # BERT's segments; RoBERTa and DistilBERT take none
+                pair[f"{side}_token_type_ids"] = types
         out.append(pair)
     return out
 

@@ -100,10 +100,14 @@ def _from_pretrained(auto_class, path: str, where: str, kind: str, **kwargs):
         raise ModelLoadError(f"{where}: cannot load {kind} from {_weights_files(path)}: {text}") from None
 
 
+# Between an encoder's trunk and its score head: BERT's and DeBERTa's pooler ([CLS] -> dense -> tanh),
+# DistilBERT's pre_classifier. A base checkpoint may lack them (DeBERTa's does); they train with the head.
+ENCODER_HEAD_PARTS = ("pooler", "pre_classifier")
+
+
 def _is_head_key(key: str, head_prefix: str) -> bool:
-    """A weight of the score head: the head itself, or an encoder's pooler ([CLS] -> dense -> tanh), which
-    a base encoder checkpoint may lack (DeBERTa's does) and which trains with the fresh head."""
-    return key.startswith(head_prefix) or "pooler" in key.split(".")
+    """A weight of the score head: the head itself, or one of ENCODER_HEAD_PARTS."""
+    return key.startswith(head_prefix) or any(part in key.split(".") for part in ENCODER_HEAD_PARTS)
 
 
 def _check_loading_info(info: dict, path: str, where: str, expected_missing: str | None = None) -> None:

@@ -35,12 +35,15 @@ def add_lora(model: nn.Module, section, *, where: str = "ppo.lora", head: str | 
 
     `head`: the attribute name of a reward model's score head (`score`, `classifier`), kept fully
     trainable: it starts random, so freezing it would leave the RM a random projection. An encoder's
-    pooler ([CLS] -> dense -> tanh, part of its score path, fresh in a base DeBERTa) trains with it."""
+    modules between trunk and head (its pooler, fresh in a base DeBERTa; models/load.py) train with it."""
+    from rlhfkit.models.load import ENCODER_HEAD_PARTS
+
     peft = require_peft(where)
-    poolers = ["pooler"] if head and any(name.split(".")[-1] == "pooler" for name, _ in model.named_modules()) else []
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    parts = [part for part in ENCODER_HEAD_PARTS if head and part in present]
     config = peft.LoraConfig(task_type="SEQ_CLS" if head else "CAUSAL_LM", r=section.r, lora_alpha=section.alpha,
                              lora_dropout=section.dropout, target_modules=section.target_modules,
-                             modules_to_save=[head, *poolers] if head else None)
+                             modules_to_save=[head, *parts] if head else None)
     return peft.get_peft_model(model, config)
 
 

@@ -9,14 +9,15 @@ across the prompt/response boundary, special-token text, byte fallbacks). Only a
 with another vocabulary scores re-tokenized text, and that is said once; a chat prompt is then
 rendered from its record with that model's own tokenizer (its chat template, or the plain one),
 as its RM stage rendered the preferences it learned from (`prompt_records`).
-The score is read at that EOS token (N+ detail 11), where the RM learned to put it. An encoder
-reward model (BERT-style, rlhfkit.data.pairs) always has its own vocabulary: it scores the
-(prompt text, response text) pair framed by its own tokenizer, ``[CLS] prompt [SEP] response [SEP]``
-truncated to its positions by the RM-training rule, exactly as it was trained, and reads the score
-at [CLS]; no EOS is appended to it. A response
+The score is read at that EOS token (N+ detail 11), where the RM learned to put it. A response
 that ran out of budget without emitting EOS gets the EOS appended like every other and is then
 penalised (`missing_eos_penalty`, N+ detail 15), rather than read at an arbitrary mid-sentence
 token the RM never saw scored.
+
+An encoder reward model (BERT-style, rlhfkit.data.pairs) always has its own vocabulary: it scores
+the (prompt, response text) pair framed by its own tokenizer, ``[CLS] prompt [SEP] response [SEP]``,
+truncated to its positions by the RM-training rule, exactly as it was trained, and its score is read
+at [CLS]; no EOS is appended (the missing-EOS penalty still applies to what the policy wrote).
 
 Ensembles combine members (Coste et al. 2023): `mean`, `min` (worst case) or `uncertainty`
 (mean − λ·variance). The members' disagreement (std across members) is returned with the
