@@ -22,6 +22,14 @@ from rlhfkit.config.sections import (
 )
 
 
+def _check_columns(data: DataSection, kind: str) -> DataSection:
+    """`data.columns` may only map onto fields of the stage's records (rlhfkit.data.records.FIELDS)."""
+    from rlhfkit.data.records import check_columns  # late: rlhfkit.data imports torch; a config loads without it
+
+    check_columns(data.columns, kind)
+    return data
+
+
 class CheckpointSection(Section):
     """Resumable checkpoints (STAGE/checkpoints/step-N/) and the numerical-fault guard."""
 
@@ -72,6 +80,11 @@ class SFTConfig(Section):
     packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
     lora: LoRASection | None = Field(None, description="Train LoRA adapters instead of all weights; saved merged.")
 
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "instructions")
+
 
 class RewardConfig(Section):
     """Stage 2: a scalar-head reward model trained on preference pairs (Bradley–Terry)."""
@@ -98,6 +111,11 @@ class RewardConfig(Section):
     lora: LoRASection | None = Field(
         None, description="Train LoRA adapters and the score head instead of all weights; saved merged.",
     )
+
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "preferences")
 
 
 class GenerationSection(Section):
@@ -254,6 +272,11 @@ class PPOConfig(Section):
         if self.logging.eval_every is not None:  # the shared logging section's key counts optimiser steps in SFT/RM
             raise ValueError("ppo.logging.eval_every is not used by PPO: set ppo.eval.every (iterations between held-out evaluations)")
         return self
+
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "prompts")
 
 
 class EvalSection(Section):

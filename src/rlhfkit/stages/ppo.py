@@ -214,6 +214,7 @@ class _PPO:
     collectives: Collectives
     evaluator: HeldOutEvaluator | None = None
     checkpointer: Checkpointer | None = None
+    prompt_records: dict | None = None  # policy-rendered prompt text -> its record (rewards/sources.py)
     writer: MetricsWriter | None = None
     logged: dict | None = None
 
@@ -261,7 +262,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
             enable_gradient_checkpointing(critic)
     actor_critic = ActorCritic(policy, critic)
 
-    prompt_texts, prompt_ids, prompt_stats = load_prompts(ppo, tokenizer)
+    prompt_texts, prompt_ids, prompt_stats, prompt_records = load_prompts(ppo, tokenizer)
     check_fits_context(ppo, prompt_ids, context_length(policy))
     steps_per_iteration = ppo.ppo_epochs * ppo.batch_size // (ppo.mini_batch_size * ppo.gradient_accumulation_steps
                                                               * accelerator.num_processes)
@@ -284,6 +285,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     s = _PPO(
         cfg=cfg, stage_dir=stage_dir, accelerator=accelerator, tokenizer=tokenizer, actor_critic=actor_critic,
         reference=reference, reward_source=None, prompt_texts=prompt_texts, prompt_ids=prompt_ids,
+        prompt_records=dict(zip(prompt_texts, prompt_records)),
         collate=PromptCollator(tokenizer.pad_token_id), sampler=sampler, optimizer=optimizer, scheduler=scheduler,
         kl_ctl=(AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
                 else FixedKLController(ppo.kl.kl_coef)),
@@ -317,7 +319,8 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
 
 
 def _reward_models(paths: list[str], ppo: PPOConfig, s: _PPO) -> RewardModelEnsemble:
-    return RewardModelEnsemble(paths, ppo.reward, s.device, ppo.policy.dtype, ppo.reward.batch_size, s.tokenizer)
+    return RewardModelEnsemble(paths, ppo.reward, s.device, ppo.policy.dtype, ppo.reward.batch_size, s.tokenizer,
+                               prompt_records=s.prompt_records)
 
 
 def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
