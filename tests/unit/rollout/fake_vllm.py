@@ -62,15 +62,17 @@ class LLM:
         LLM.instances.append(self)
 
     @torch.no_grad()
-    def generate(self, prompts, sampling_params: SamplingParams, use_tqdm: bool = True) -> list[RequestOutput]:
+    def generate(self, prompts, sampling_params, use_tqdm: bool = True) -> list[RequestOutput]:
+        """`sampling_params`: one SamplingParams for all prompts, or a list with one per prompt."""
         self.generate_calls.append((prompts, sampling_params))
-        generator = torch.Generator().manual_seed(sampling_params.seed or 0)
-        stop = set(sampling_params.stop_token_ids or [])
+        per_prompt = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         outputs = []
-        for prompt in prompts:
+        for prompt, params in zip(prompts, per_prompt, strict=True):
+            generator = torch.Generator().manual_seed(params.seed or 0)
+            stop = set(params.stop_token_ids or [])
             ids, new, reason = list(prompt["prompt_token_ids"]), [], "length"
-            for _ in range(sampling_params.max_tokens):
-                logits = self.model(torch.tensor([ids + new])).logits[0, -1] / sampling_params.temperature
+            for _ in range(params.max_tokens):
+                logits = self.model(torch.tensor([ids + new])).logits[0, -1] / params.temperature
                 token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
                 new.append(token)
                 if token in stop:

@@ -51,8 +51,11 @@ def test_sampling_is_temperature_only_and_prompts_lose_their_left_padding(fake_v
     backend = VLLMGenerationBackend(llm, GenerationSection(temperature=0.7, max_new_tokens=3), EOS, PAD)
     query = torch.tensor([[PAD, PAD, 9, 10], [11, 12, 13, 14]])
     backend.generate(query, torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
-    prompts, params, use_tqdm = llm.calls[0]
+    prompts, per_prompt, use_tqdm = llm.calls[0]
     assert prompts == [{"prompt_token_ids": [9, 10]}, {"prompt_token_ids": [11, 12, 13, 14]}]
+    # one SamplingParams per request, each with its own seed: a shared seed correlates the responses
+    assert len(per_prompt) == 2 and per_prompt[0].seed != per_prompt[1].seed
+    params = per_prompt[0]
     assert (params.n, params.temperature, params.top_k, params.top_p, params.min_p) == (1, 0.7, 0, 1.0, 0.0)
     assert (params.repetition_penalty, params.presence_penalty, params.frequency_penalty) == (1.0, 0.0, 0.0)
     assert (params.max_tokens, params.stop_token_ids, params.detokenize, use_tqdm) == (3, [EOS], False, False)
