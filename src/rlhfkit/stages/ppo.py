@@ -55,6 +55,7 @@ from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
+from rlhfkit.models.gguf import resolve_model_path
 from rlhfkit.models.load import (
     context_length,
     disable_dropout,
@@ -292,9 +293,11 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
                        else _reward_models(ppo.reward.model_paths, ppo, s))
     if ppo.generation.backend == "vllm":
-        s.vllm = VLLMGenerationBackend.start(ppo.policy.name_or_path, ppo.generation, tokenizer.eos_token_id,
-                                             tokenizer.pad_token_id, str(policy.dtype).removeprefix("torch."),
-                                             context_length(policy) or 2048, cfg.seed)
+        # the architecture from the policy's directory (bundled:NAME resolved); weights come from the live policy
+        s.vllm = VLLMGenerationBackend.start(resolve_model_path(ppo.policy.name_or_path), ppo.generation,
+                                             tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                             str(policy.dtype).removeprefix("torch."), context_length(policy) or 2048,
+                                             cfg.seed)
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     s.checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),

