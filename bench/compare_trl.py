@@ -151,10 +151,11 @@ def print_report(results: list[dict], ceiling: float, args) -> None:
         for side in ("trl", "rlhfkit"):
             s = r[side]
             ratio = f"{r['ratio']:.2f}x" if side == "rlhfkit" else ""
+            learn = f"{s['learning_gain']:+.3f}" if "learning_gain" in s else "not run"
             print(f"{r['config']:<14} {side:<8} {s['total_s']:7.2f} {s['generation_s']:6.2f} {s['experience_s']:6.2f} "
                   f"{s['update_s']:7.2f} {s['peak_rss_mb']:7.0f} {s['flops_per_iter'] / 1e9:9.1f} "
                   f"{100 * s['update_fraction_of_ceiling']:8.0f}% {100 * s['iteration_fraction_of_ceiling']:7.0f}% "
-                  f"{s.get('learning_gain', float('nan')):+11.3f} {ratio:>11}")
+                  f"{learn:>11} {ratio:>11}")
     print("(gen / exp / update: s per iteration; GFLOP/it: the work each side does — TRL takes its old logprobs from "
           "generate's logits, rlhfkit recomputes them with a policy forward; learn gain: mean RM score over the last 3 "
           "minus the first 3 iterations of the learning run)")

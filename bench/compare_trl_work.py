@@ -34,7 +34,9 @@ def _tokenizer(work_dir: Path):
 def _models(work_dir: Path, tokenizer, layers: int, width: int) -> tuple[Path, Path]:
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with the report
     base = work_dir / f"{layers}L-d{width}"
     policy, rm = base / "policy", base / "reward_model"
     if (rm / "model.safetensors").exists():
