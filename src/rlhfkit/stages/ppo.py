@@ -2,7 +2,8 @@
 
 `run()` is the algorithm; each numbered step is one call:
   1. rollout     each process samples responses for its share of the batch's prompts (stop at EOS,
-                 temperature T, its own RNG stream)
+                 temperature T, its own RNG stream) with HF generate, or vLLM given the policy's
+                 current weights (ppo.generation.backend)
   2. score       the reward source scores the sampled ids at the EOS token (rewards/sources.py)
   3. experience  old logprobs, reference logprobs, values under T (dropout off); r_t = −β·KL_t
                  (+ score on the last token); GAE(γ, λ); advantages whitened over the global batch
@@ -55,6 +56,7 @@ from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.evaluation.during_ppo import HeldOutEvaluator, HeldOutPrompts, eval_due, held_out_from_config
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
+from rlhfkit.models.gguf import resolve_model_path
 from rlhfkit.models.load import (
     context_length,
     disable_dropout,
@@ -72,6 +74,7 @@ from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finaliz
 from rlhfkit.rollout.experience import AdvantageSettings, experience_stats, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
+from rlhfkit.rollout.vllm_backend import VLLMGenerationBackend
 from rlhfkit.stages.common import StageOutput
 from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_refresh are this stage's API too
     PromptSampler,
@@ -213,6 +216,7 @@ class _PPO:
     refresher: RewardRefresher | None
     collectives: Collectives
     evaluator: HeldOutEvaluator | None = None
+    vllm: VLLMGenerationBackend | None = None  # ppo.generation.backend vllm: the engine (hf: generate is per call)
     checkpointer: Checkpointer | None = None
     prompt_records: dict | None = None  # policy-rendered prompt text -> its record (rewards/sources.py)
     writer: MetricsWriter | None = None
@@ -302,6 +306,12 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         s.evaluator = HeldOutEvaluator(held_out or held_out_from_config(ppo), tokenizer, cfg,
                                        lambda p, r: s.reward_source.score(p, r).scores.tolist(), s.collectives,
                                        accelerator.process_index)
+    if ppo.generation.backend == "vllm":
+        # the architecture from the policy's directory (bundled:NAME resolved); weights come from the live policy
+        s.vllm = VLLMGenerationBackend.start(resolve_model_path(ppo.policy.name_or_path), ppo.generation,
+                                             tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                             str(policy.dtype).removeprefix("torch."), context_length(policy) or 2048,
+                                             cfg.seed)
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     s.checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),
@@ -330,6 +340,9 @@ def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
         raise ConfigError(
             f"ppo.batch_size ({ppo.batch_size}) must be a multiple of mini_batch_size × gradient_accumulation_steps × "
             f"processes ({ppo.mini_batch_size} × {ppo.gradient_accumulation_steps} × {world_size} = {per_step})")
+    if world_size > 1 and ppo.generation.backend == "vllm":
+        raise ConfigError("ppo.generation.backend vllm runs in one process only for now: launch without --num_processes, "
+                          "or set ppo.generation.backend=hf")
     if world_size > 1 and ppo.reward_refresh.every is not None:
         raise ConfigError("ppo.reward_refresh runs in one process only for now: launch without --num_processes, "
                           "or leave ppo.reward_refresh.every empty")
@@ -341,10 +354,13 @@ def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
 def _sample(s: _PPO, picked: list[int]) -> Rollout:
     """Responses from the current policy (full weights gathered under FSDP / ZeRO-3) for `picked` prompts."""
     batch = s.collate([s.prompt_ids[i] for i in picked])
+    texts, ids, mask = [s.prompt_texts[i] for i in picked], batch["input_ids"].to(s.device), batch["attention_mask"].to(s.device)
+    if s.vllm is not None:  # the engine samples from the policy's weights as they are now (LoRA merged in)
+        s.vllm.sync_weights(merged(s.policy))
+        return sample_rollout(s.vllm, s.tokenizer, texts, ids, mask)
     with policy_for_generation(s.accelerator, s.actor_critic) as policy:
         backend = HFGenerationBackend(policy, s.tokenizer, s.cfg.ppo.generation)
-        return sample_rollout(backend, s.tokenizer, [s.prompt_texts[i] for i in picked],
-                              batch["input_ids"].to(s.device), batch["attention_mask"].to(s.device))
+        return sample_rollout(backend, s.tokenizer, texts, ids, mask)
 
 
 def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float, times: tuple[float, ...],

@@ -20,6 +20,7 @@ from rlhfkit.models.load import check_model_source, load_tokenizer
 from rlhfkit.models.lora import require_peft
 from rlhfkit.rewards.refresh import import_labeler
 from rlhfkit.rewards.sources import import_reward_callable
+from rlhfkit.rollout.vllm_backend import require_vllm
 from rlhfkit.training.progress import console
 
 
@@ -61,6 +62,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("ppo.reward: give model_paths (reward-model checkpoints) or callable")
     for i, path in enumerate(ppo.reward.model_paths):
         check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
+    if ppo.generation.backend == "vllm":
+        require_vllm()
     validate_refresh(ppo, labeler_given=False)
     check_held_out(ppo, task_given=False)
 
