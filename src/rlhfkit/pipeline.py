@@ -69,7 +69,7 @@ def validate_run(cfg: RunConfig) -> None:
     if "ppo" in cfg.stages:
         if not cfg.ppo.data.path:
             raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
-        _warn_on_mixed_forms(cfg, pairs, load_records(cfg.ppo.data.path, "prompts"))
+        _warn_on_mixed_forms(cfg, pairs, load_records(cfg.ppo.data.path, "prompts", cfg.ppo.data.columns))
         if cfg.ppo.policy.name_or_path or "sft" not in cfg.stages:
             check_model_source(cfg.ppo.policy, "ppo.policy")
         if not (cfg.ppo.reward.model_paths or cfg.ppo.reward.callable) and "rm" not in cfg.stages:
@@ -201,13 +201,13 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Pat
     if task is not None:
         examples = task.eval_prompts()[: cfg.eval.num_prompts]
     else:
-        examples = load_records(cfg.ppo.data.eval_path or cfg.ppo.data.path, "prompts")[: cfg.eval.num_prompts]
+        examples = load_records(cfg.ppo.data.eval_path or cfg.ppo.data.path, "prompts", cfg.ppo.data.columns)[: cfg.eval.num_prompts]
     texts = [render_prompt(tokenizer, e) for e in examples]
     ids = tokenize_prompts(examples, tokenizer, cfg.ppo.generation.max_prompt_length)
     generation = evaluation_generation(cfg)
     judges = {}
     if cfg.ppo.reward.model_paths:
-        proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)
+        proxy = RewardModelEnsemble(cfg.ppo.reward.model_paths, cfg.ppo.reward, device, prompt_records=dict(zip(texts, examples)))
         judges["proxy"] = lambda p, r: proxy.score(p, r).scores.tolist()
     if task is not None:
         judges["gold"] = task.gold_judge

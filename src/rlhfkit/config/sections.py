@@ -71,6 +71,11 @@ class DataSection(Section):
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of `path` held out when no eval_path.")
     max_length: int = Field(512, gt=8, description="Maximum tokens of prompt + response (truncation rule: docs/data.md).")
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training records (debugging).")
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Your column names for rlhfkit's fields, for JSONL and `datasets` sources alike, e.g. "
+        "{prompt: question, chosen: good, rejected: bad}; fields not named keep their own name (docs/data.md).",
+    )
 
 
 class LoggingSection(Section):

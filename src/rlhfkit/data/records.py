@@ -36,7 +36,7 @@ Bradley–Terry target instead of a hard 1:
 ``votes`` counts non-negative integers (``tie`` may be left out; ties count ½ each way) with
 at least one vote; ``p_chosen`` is the probability that ``chosen`` is preferred, in [0, 1].
 Given both, they must agree: p_chosen = (chosen + tie / 2) / (chosen + rejected + tie).
-optional; when given it must be a finite number. Also read (TRL's preference formats):
+Also read (TRL's preference formats):
 
 - implicit prompt, hh-rlhf style: ``{"chosen": "<prompt> <reply>", "rejected": "<prompt> <other>"}``;
   the prompt is the texts' common prefix cut back to the last whitespace in it, so each reply
@@ -58,6 +58,13 @@ may use the string form or the chat form, not both. Errors are raised as `DataEr
 message is one line naming the file, the 1-based line and the field::
 
     data/prefs.jsonl:17: field 'chosen': must be a non-empty string
+
+**Other column names.** A stage's ``data.columns`` maps rlhfkit's field names onto yours, for JSONL
+files and ``datasets`` sources alike: ``columns: {prompt: question, chosen: good, rejected: bad}``
+reads each record's ``question`` as ``prompt``, and so on. Fields it does not name keep their own
+name; a column renamed onto a field replaces a column of that name. A name that is no field of the
+stage's records (``response`` in preferences, say) is refused when the config is read, and an error
+in a renamed column names both, e.g. ``field 'question' (columns: prompt)``.
 
 Errors about the whole file (missing file, no records) have line 0, and the line number is
 left out of the message. Anything that is not a ``.jsonl`` path (a hub dataset name, or a
@@ -353,6 +360,42 @@ def _implicit_text_prompt(chosen: str, rejected: str) -> tuple[str, None, str, s
     return chosen[:cut], None, chosen[cut:], rejected[cut:]
 
 
+# Every field each kind of record reads: the names `data.columns` may map onto.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "instructions": ("prompt", "response", "completion", "text", "messages"),
+    "preferences": ("prompt", "chosen", "rejected", "margin", "votes", "p_chosen"),
+    "prompts": ("prompt", "messages"),
+}
+
+
+def check_columns(columns: dict[str, str] | None, kind: str) -> None:
+    """ValueError (one line) when `columns` maps onto a name that is no field of `kind` records,
+    or maps two fields onto one column."""
+    if not columns:
+        return
+    for target, source in columns.items():
+        if target not in FIELDS[kind]:
+            raise ValueError(f"columns.{target}: {target!r} is not a field of {kind} records "
+                             f"(fields: {', '.join(FIELDS[kind])})")
+        if not source.strip():
+            raise ValueError(f"columns.{target}: give the name of your column that holds {target!r}")
+    sources = list(columns.values())
+    if len(set(sources)) != len(sources):
+        twice = next(name for name in sources if sources.count(name) > 1)
+        raise ValueError(f"columns: column {twice!r} is mapped onto two fields")
+
+
+def _renamed(obj: dict, columns: dict[str, str] | None) -> dict:
+    """The record with each mapped column under rlhfkit's field name (a renamed column replaces one
+    already called that; a mapped column the record lacks is simply absent, and reported missing)."""
+    if not columns:
+        return obj
+    sources = set(columns.values())
+    out = {key: value for key, value in obj.items() if key not in sources and key not in columns}
+    out.update({target: obj[source] for target, source in columns.items() if source in obj})
+    return out
+
+
 _PARSERS: dict[str, Callable[[dict], Any]] = {
     "instructions": _instruction,
     "preferences": _preference,
@@ -363,13 +406,21 @@ _PARSERS: dict[str, Callable[[dict], Any]] = {
 # ---------------------------------------------------------------- readers
 
 
-def _parse_row(obj: Any, parse: Callable[[dict], T], path: str, line: int) -> T:
+def _parse_row(obj: Any, parse: Callable[[dict], T], path: str, line: int, columns: dict[str, str] | None = None) -> T:
     if not isinstance(obj, dict):
         raise DataError(path, line, None, f"expected a JSON object, got {_json_type(obj)}")
     try:
-        return parse(obj)
+        return parse(_renamed(obj, columns))
     except _FieldError as e:
-        raise DataError(path, line, e.field, e.message) from None
+        raise DataError(path, line, _user_field(e.field, columns), e.message) from None
+
+
+def _user_field(field: str | None, columns: dict[str, str] | None) -> str | None:
+    """`chosen[0].content` -> `good[0].content (columns: chosen)` when `chosen` was renamed from `good`."""
+    if not field or not columns:
+        return field
+    head = next((t for t in columns if field == t or field.startswith((f"{t}[", f"{t}."))), None)
+    return f"{columns[head]}{field[len(head):]} (columns: {head})" if head else field
 
 
 def jsonl_objects(path: str | Path) -> list[tuple[int, dict]]:
@@ -403,8 +454,8 @@ def jsonl_objects(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _read_jsonl(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
-    return [_parse_row(obj, parse, str(path), line) for line, obj in jsonl_objects(path)]
+def _read_jsonl(path: str | Path, parse: Callable[[dict], T], columns: dict[str, str] | None = None) -> list[T]:
+    return [_parse_row(obj, parse, str(path), line, columns) for line, obj in jsonl_objects(path)]
 
 
 def read_instructions(path: str | Path) -> list[InstructionExample]:
@@ -422,8 +473,9 @@ def read_prompts(path: str | Path) -> list[PromptExample]:
     return _read_jsonl(path, _prompt)
 
 
-def load_records(source: str | Path, kind: str) -> list:
-    """Load ``kind`` records ("instructions", "preferences" or "prompts") from ``source``.
+def load_records(source: str | Path, kind: str, columns: dict[str, str] | None = None) -> list:
+    """Load ``kind`` records ("instructions", "preferences" or "prompts") from ``source``, its
+    columns renamed by ``columns`` (rlhfkit's field -> your column; see the module docstring).
 
     A ``.jsonl`` path is read by the readers above and needs no optional package. Anything
     else needs ``datasets``: a local ``.json``/``.parquet``/``.csv`` file, or a hub dataset
@@ -433,11 +485,12 @@ def load_records(source: str | Path, kind: str) -> list:
     if kind not in _PARSERS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     parse = _PARSERS[kind]
+    check_columns(columns, kind)
     src = str(source)
     if Path(src).is_dir():
         raise DataError(src, 0, None, "is a directory; give a .jsonl file (or a file/dataset name `datasets` reads)")
     if src.lower().endswith(".jsonl"):
-        return _read_jsonl(src, parse)
+        return _read_jsonl(src, parse, columns)
     try:
         import datasets
     except ImportError:
@@ -458,7 +511,7 @@ def load_records(source: str | Path, kind: str) -> list:
     records = []
     for i, row in enumerate(rows):
         present = {key: value for key, value in dict(row).items() if value is not None}
-        records.append(_parse_row(present, parse, src, i + 1))
+        records.append(_parse_row(present, parse, src, i + 1, columns))
     if not records:
         raise DataError(src, 0, None, f"no records in split '{split}'")
     return records

@@ -17,6 +17,11 @@ preference responses. The SFT model learns to stop, and the reward model reads i
 at the EOS, the last non-pad token (N+ details 2 and 11). PAD must differ from EOS
 (`ensure_pad_token`). Otherwise EOS would be masked as padding (N+ detail 4).
 
+**Encoder reward models** (a tokenizer with a ``[CLS]`` token: BERT, DeBERTa…) get no EOS: each
+preference response is framed with its prompt by the tokenizer's own pair layout,
+``[CLS] prompt [SEP] response [SEP]`` with token types (``rlhfkit.data.pairs``), and the model reads its
+score at ``[CLS]``. Truncation follows the rule below within ``max_length`` minus the frame's tokens.
+
 **SFT labels.** Prompt positions are labelled -100 (completion-only loss). Response tokens
 and the EOS are labelled with their own ids, and so are the tokens of every earlier assistant
 turn of a chat record (`render_prompt_segments`): the loss covers every assistant turn. Each
@@ -59,6 +64,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rlhfkit.data.pairs import is_encoder_tokenizer, pair_template
 from rlhfkit.data.records import DataError, InstructionExample, PreferenceExample, PromptExample
 from rlhfkit.data.templates import render_chat_response, render_preference_responses, render_prompt, render_prompt_segments
 
@@ -138,7 +144,7 @@ def _encode_example_text(tokenizer, example, index: int, text: str) -> list[int]
     return _encode(tokenizer, text, templated)
 
 
-def _fit(prompt: list[int], responses: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]], bool]:
+def fit_to_length(prompt: list[int], responses: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]], bool]:
     """Apply the truncation rule of the module docstring to a prompt and its response(s)."""
     longest = max(len(r) for r in responses)
     if len(prompt) + longest <= max_length:
@@ -169,7 +175,7 @@ def tokenize_sft(
             prompt += ids
             prompt_labels += ids if learned else [IGNORE_INDEX] * len(ids)
         response = _encode_example_text(tokenizer, example, index, render_chat_response(tokenizer, example)) + [eos]
-        kept, (response,), cut = _fit(prompt, [response], max_length)
+        kept, (response,), cut = fit_to_length(prompt, [response], max_length)
         if not response:
             stats.dropped += 1
             continue
@@ -199,27 +205,43 @@ def tokenize_preferences(
     max_length: int,
     stats: TruncationStats | None = None,
 ) -> list[dict]:
-    """``{"chosen_input_ids", "rejected_input_ids", "margin", "p_chosen"}`` per pair; prompt + response + EOS."""
+    """``{"chosen_input_ids", "rejected_input_ids", "margin", "p_chosen"}`` per pair; prompt + response + EOS.
+
+    For an encoder tokenizer each side is the framed pair (prompt, response), and ``chosen_token_type_ids``
+    / ``rejected_token_type_ids`` come with it where the tokenizer makes token types (see the module docstring)."""
     _check_length("max_length", max_length)
-    eos = _eos_id(tokenizer)
+    frame = pair_template(tokenizer) if is_encoder_tokenizer(tokenizer) else None
+    end = [] if frame else [_eos_id(tokenizer)]
+    budget = max_length - (frame.num_special if frame else 0)
+    _check_length("max_length minus the encoder's special tokens", budget)
     stats = stats if stats is not None else TruncationStats()
     out = []
     for index, example in enumerate(examples):
         stats.total += 1
         prompt = _encode_example_text(tokenizer, example, index, render_prompt(tokenizer, example))
         chosen_text, rejected_text = render_preference_responses(tokenizer, example)
-        chosen = _encode_example_text(tokenizer, example, index, chosen_text) + [eos]
-        rejected = _encode_example_text(tokenizer, example, index, rejected_text) + [eos]
-        prompt, (chosen, rejected), cut = _fit(prompt, [chosen, rejected], max_length)
+        chosen = _encode_example_text(tokenizer, example, index, chosen_text) + end
+        rejected = _encode_example_text(tokenizer, example, index, rejected_text) + end
+        prompt, (chosen, rejected), cut = fit_to_length(prompt, [chosen, rejected], budget)
         if chosen == rejected:  # cut to the same tokens (or to nothing): no preference left
             stats.dropped += 1
             continue
         stats.truncated += cut
-        out.append(
-            {"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, "margin": example.margin,
-             "p_chosen": example.p_chosen}
-        )
+        pair = {"margin": example.margin, "p_chosen": example.p_chosen}
+        if frame is None:
+            out.append({"chosen_input_ids": prompt + chosen, "rejected_input_ids": prompt + rejected, **pair})
+            continue
+        for side, response in (("chosen", chosen), ("rejected", rejected)):
+            pair[f"{side}_input_ids"], types = frame.build(prompt, response)
+            if frame.uses_token_types:  # BERT's segments; RoBERTa and DistilBERT take none
+                pair[f"{side}_token_type_ids"] = types
+        out.append(pair)
     return out
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, example) -> list[int]:
+    """The prompt ids of one record, as every stage encodes them (templates, special-token text)."""
+    return _encode_example_text(tokenizer, example, 0, render_prompt(tokenizer, example))
 
 
 def tokenize_prompts(
@@ -290,7 +312,8 @@ class PreferenceCollator:
 
     The reward is read at the last non-pad token of each row (``attention_mask.sum(-1) - 1``).
     ``margin`` is a float tensor (B,) with 0.0 where a pair has none; ``p_chosen`` (B,) the soft
-    label, 1.0 (chosen is preferred, a hard label) where a pair has none.
+    label, 1.0 (chosen is preferred, a hard label) where a pair has none. An encoder's pairs also
+    carry ``*_token_type_ids``, padded with 0.
     """
 
     pad_token_id: int
@@ -308,6 +331,8 @@ class PreferenceCollator:
             "rejected_attention_mask": _mask(rejected, width),  # (B, T)
             "margin": torch.tensor(margins, dtype=torch.float32),  # (B,)
             "p_chosen": torch.tensor(targets, dtype=torch.float32),  # (B,)
+            **{f"{side}_token_type_ids": _pad([example[f"{side}_token_type_ids"] for example in batch], 0, width)
+               for side in ("chosen", "rejected") if f"{side}_token_type_ids" in batch[0]},  # (B, T) encoders only
         }
 
 

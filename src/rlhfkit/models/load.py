@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from rlhfkit.config.sections import ModelSection
+from rlhfkit.data.pairs import is_encoder_tokenizer
 from rlhfkit.data.tokenize import ensure_pad_token
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,6 +100,16 @@ def _from_pretrained(auto_class, path: str, where: str, kind: str, **kwargs):
         raise ModelLoadError(f"{where}: cannot load {kind} from {_weights_files(path)}: {text}") from None
 
 
+# Between an encoder's trunk and its score head: BERT's and DeBERTa's pooler ([CLS] -> dense -> tanh),
+# DistilBERT's pre_classifier. A base checkpoint may lack them (DeBERTa's does); they train with the head.
+ENCODER_HEAD_PARTS = ("pooler", "pre_classifier")
+
+
+def _is_head_key(key: str, head_prefix: str) -> bool:
+    """A weight of the score head: the head itself, or one of ENCODER_HEAD_PARTS."""
+    return key.startswith(head_prefix) or any(part in key.split(".") for part in ENCODER_HEAD_PARTS)
+
+
 def _check_loading_info(info: dict, path: str, where: str, expected_missing: str | None = None) -> None:
     """ModelLoadError when weights were missing from the checkpoint or not used by the model.
 
@@ -106,7 +117,7 @@ def _check_loading_info(info: dict, path: str, where: str, expected_missing: str
     architecture than the weights would otherwise train a randomly initialised model. Keys of a
     task head (`score`, `classifier`, `lm_head`) may be left over from another model class;
     `expected_missing` (a reward model's fresh score head) may be missing."""
-    missing = sorted(k for k in info.get("missing_keys", ()) if not (expected_missing and k.startswith(expected_missing)))
+    missing = sorted(k for k in info.get("missing_keys", ()) if not (expected_missing and _is_head_key(k, expected_missing)))
     unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.split(".")[0] not in HEAD_NAMES)
     mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
     for label, keys in (("missing from", missing), ("not used by the model in", unexpected), ("of the wrong shape in", mismatched)):
@@ -122,16 +133,24 @@ def _require_tokenizer_files(source: str, where: str) -> None:
                              "next to the model, or set the section's `tokenizer`")
 
 
-def load_tokenizer(section: ModelSection, where: str) -> PreTrainedTokenizerBase:
-    """The section's tokenizer (or the model's own), with a dedicated pad token."""
+def load_tokenizer(section: ModelSection, where: str, encoder_ok: bool = False) -> PreTrainedTokenizerBase:
+    """The section's tokenizer (or the model's own), with a dedicated pad token.
+
+    `encoder_ok` (a reward model): an encoder's tokenizer (BERT-style, rlhfkit.data.pairs) needs no EOS;
+    its pairs are framed by its own special tokens."""
     source = _resolve(section.tokenizer, f"{where}.tokenizer") if section.tokenizer else _require_path(section, where)
     _require_tokenizer_files(source, where)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=section.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as err:  # a malformed tokenizer.json raises KeyError/TypeError
         raise ModelLoadError(f"{where}: cannot load tokenizer from {source!r}: {_first_line(err)}") from None
+    if encoder_ok and is_encoder_tokenizer(tokenizer):
+        if tokenizer.pad_token is None:
+            raise ModelLoadError(f"{where}: encoder tokenizer {source!r} has no pad token to batch with")
+        return tokenizer
     if tokenizer.eos_token is None:
-        raise ModelLoadError(f"{where}: tokenizer {source!r} has no EOS token; RLHF needs one to end responses")
+        hint = " (an encoder's tokenizer, with [CLS], is usable as a reward model only)" if is_encoder_tokenizer(tokenizer) else ""
+        raise ModelLoadError(f"{where}: tokenizer {source!r} has no EOS token; RLHF needs one to end responses{hint}")
     ensure_pad_token(tokenizer)
     return tokenizer
 
@@ -187,7 +206,7 @@ def load_reward_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase,
     head = _score_head(model)
     prefix = _head_prefix(model, head)
     _check_loading_info(info, path, where, expected_missing=prefix)
-    fresh = any(k.startswith(prefix) for k in info.get("missing_keys", []))
+    fresh = any(_is_head_key(k, prefix) for k in info.get("missing_keys", []))
     if fresh and not fresh_head:
         raise ModelLoadError(f"{where}: {path} has no trained score head (it is not a reward model); scoring with a "
                              "random head would be a random reward: train one with `rlhfkit rm`")

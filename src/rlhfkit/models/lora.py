@@ -34,11 +34,16 @@ def add_lora(model: nn.Module, section, *, where: str = "ppo.lora", head: str | 
     """`model` wrapped with trainable LoRA adapters (base weights frozen).
 
     `head`: the attribute name of a reward model's score head (`score`, `classifier`), kept fully
-    trainable: it starts random, so freezing it would leave the RM a random projection."""
+    trainable: it starts random, so freezing it would leave the RM a random projection. An encoder's
+    modules between trunk and head (its pooler, fresh in a base DeBERTa; models/load.py) train with it."""
+    from rlhfkit.models.load import ENCODER_HEAD_PARTS
+
     peft = require_peft(where)
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    parts = [part for part in ENCODER_HEAD_PARTS if head and part in present]
     config = peft.LoraConfig(task_type="SEQ_CLS" if head else "CAUSAL_LM", r=section.r, lora_alpha=section.alpha,
                              lora_dropout=section.dropout, target_modules=section.target_modules,
-                             modules_to_save=[head] if head else None)
+                             modules_to_save=[head, *parts] if head else None)
     return peft.get_peft_model(model, config)
 
 

@@ -6,11 +6,18 @@ the RM was trained with, right-padded — the layout of an RM training example
 (data/tokenize.py::tokenize_preferences). Decoding the response to text and re-tokenizing it
 would score another sequence than the one PPO credits: BPE round trips are not identity (merges
 across the prompt/response boundary, special-token text, byte fallbacks). Only a reward model
-with another vocabulary (an encoder RM, say) scores re-tokenized text, and that is said once.
+with another vocabulary scores re-tokenized text, and that is said once; a chat prompt is then
+rendered from its record with that model's own tokenizer (its chat template, or the plain one),
+as its RM stage rendered the preferences it learned from (`prompt_records`).
 The score is read at that EOS token (N+ detail 11), where the RM learned to put it. A response
 that ran out of budget without emitting EOS gets the EOS appended like every other and is then
 penalised (`missing_eos_penalty`, N+ detail 15), rather than read at an arbitrary mid-sentence
 token the RM never saw scored.
+
+An encoder reward model (BERT-style, rlhfkit.data.pairs) always has its own vocabulary: it scores
+the (prompt, response text) pair framed by its own tokenizer, ``[CLS] prompt [SEP] response [SEP]``,
+truncated to its positions by the RM-training rule, exactly as it was trained, and its score is read
+at [CLS]; no EOS is appended (the missing-EOS penalty still applies to what the policy wrote).
 
 Ensembles combine members (Coste et al. 2023): `mean`, `min` (worst case) or `uncertainty`
 (mean − λ·variance). The members' disagreement (std across members) is returned with the
@@ -22,8 +29,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rich.markup import escape
@@ -32,7 +40,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhfkit.config.load import ConfigError
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.config.stages import RewardSourceSection
-from rlhfkit.models.load import disable_dropout, freeze, load_reward_model, load_tokenizer
+from rlhfkit.data.pairs import PairTemplate, is_encoder_tokenizer, pair_template
+from rlhfkit.data.tokenize import encode_prompt, fit_to_length
+from rlhfkit.models.load import context_length, disable_dropout, freeze, load_reward_model, load_tokenizer
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.training.progress import console
 
@@ -88,13 +98,27 @@ def rm_rows_from_ids(query_ids: torch.Tensor, query_mask: torch.Tensor, response
     return rows
 
 
-def text_rows(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
-    """Prompt ids + response ids + EOS of texts, for a reward model with its own vocabulary."""
-    # split_special_tokens: "<|endoftext|>" written as text by the policy must not become a real EOS here
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+def plain_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as plain text: "<|endoftext|>" written by the policy must not become a real EOS here."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
-    return [encode(p) + encode(r) + [tokenizer.eos_token_id] for p, r in zip(prompts, responses)]
+
+def text_rows(tokenizer, prompt_ids: Sequence[list[int]], responses: Sequence[str], frame: PairTemplate | None = None,
+              max_length: int | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token rows for a reward model with its own vocabulary, from its prompt ids and the response
+    texts, and their token types (None for a decoder): prompt ids + response ids + EOS; for an
+    encoder (`frame`) the framed pair, truncated to `max_length` as in RM training."""
+    if frame is None:
+        return [list(p) + plain_ids(tokenizer, r) + [tokenizer.eos_token_id] for p, r in zip(prompt_ids, responses)], None
+    rows, types = [], []
+    for p, r in zip(prompt_ids, responses):
+        prompt, response = list(p), plain_ids(tokenizer, r)
+        if max_length is not None:
+            prompt, (response,), _ = fit_to_length(prompt, [response], max_length - frame.num_special)
+        ids, token_types = frame.build(prompt, response)
+        rows.append(ids)
+        types.append(token_types)
+    return rows, types
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,11 @@ class RewardMember:
     mean: float  # score normalisation stored with the checkpoint (rlhfkit_score_mean / _std)
     std: float
     reads_policy_ids: bool  # same vocabulary as the policy: score the sampled ids as they are
+    frame: PairTemplate | None = None  # an encoder's pair framing (rlhfkit.data.pairs); None for a decoder
+    max_length: int | None = None  # an encoder's positions: framed pairs are truncated to fit
+
+    def text_rows(self, prompt_ids: Sequence[list[int]], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
+        return text_rows(self.tokenizer, prompt_ids, responses, self.frame, self.max_length)
 
 
 class RewardModelEnsemble:
@@ -111,40 +140,51 @@ class RewardModelEnsemble:
 
     `policy_tokenizer` (PPO) lets members with the policy's vocabulary score sampled ids directly
     (`score_rollout`); `score(prompts, responses)` tokenizes text, for evaluation and labelling.
-    `batch_size` rows go through a member at a time, independent of PPO's mini-batch size."""
+    `batch_size` rows go through a member at a time, independent of PPO's mini-batch size.
+    `prompt_records` maps a policy-rendered prompt text to its record, so a member with its own
+    tokenizer reads the prompt rendered its own way (a text it does not map is read as it is)."""
 
     def __init__(self, paths: Sequence[str], cfg: RewardSourceSection, device: torch.device, dtype: str = "fp32",
-                 batch_size: int = 64, policy_tokenizer: PreTrainedTokenizerBase | None = None):
+                 batch_size: int = 64, policy_tokenizer: PreTrainedTokenizerBase | None = None,
+                 prompt_records: Mapping[str, Any] | None = None):
         self.cfg = cfg
+        self.prompt_records = dict(prompt_records or {})
         self.device = device
         self.batch_size = batch_size
         self.members: list[RewardMember] = []
         for i, path in enumerate(paths):
             section = ModelSection(name_or_path=path, dtype=dtype)
             where = f"ppo.reward.model_paths[{i}]"
-            tokenizer = load_tokenizer(section, where)
+            tokenizer = load_tokenizer(section, where, encoder_ok=True)
             model = freeze(disable_dropout(load_reward_model(section, tokenizer, where, fresh_head=False))).to(device)
             mean = float(getattr(model.config, "rlhfkit_score_mean", 0.0))
             std = float(getattr(model.config, "rlhfkit_score_std", 1.0)) or 1.0
-            shared = policy_tokenizer is not None and same_vocabulary(tokenizer, policy_tokenizer)
+            frame = pair_template(tokenizer) if is_encoder_tokenizer(tokenizer) else None
+            shared = policy_tokenizer is not None and frame is None and same_vocabulary(tokenizer, policy_tokenizer)
             if policy_tokenizer is not None and not shared:
-                console.print(f"\\[ppo] {escape(where)} has another vocabulary than the policy: it scores the "
-                              "decoded response text, re-tokenized with its own tokenizer", highlight=False)
-            self.members.append(RewardMember(model, tokenizer, mean, std, shared))
+                what = ("an encoder: it scores the (prompt, response) text pair" if frame else
+                        "of another vocabulary than the policy: it scores the decoded response text")
+                console.print(f"\\[ppo] {escape(where)} is {what}, re-tokenized with its own tokenizer", highlight=False)
+            self.members.append(RewardMember(model, tokenizer, mean, std, shared, frame, context_length(model)))
 
     @torch.no_grad()
-    def _score_rows(self, member: RewardMember, rows: list[list[int]]) -> torch.Tensor:
-        """(B,) raw scores of token rows, right-padded `batch_size` rows at a time."""
+    def _score_rows(self, member: RewardMember, rows: list[list[int]], types: list[list[int]] | None = None) -> torch.Tensor:
+        """(B,) raw scores of token rows (and an encoder's token types), right-padded `batch_size` rows at a time."""
         out = []
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             width = max(len(row) for row in chunk)
             ids = torch.full((len(chunk), width), member.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
+            token_types = torch.zeros_like(ids)
             for i, row in enumerate(chunk):
                 ids[i, : len(row)] = torch.tensor(row)
                 mask[i, : len(row)] = 1
-            out.append(sequence_scores(member.model, ids.to(self.device), mask.to(self.device)).float().cpu())
+                if types is not None:
+                    token_types[i, : len(row)] = torch.tensor(types[start + i])
+            given = token_types.to(self.device) if member.frame is not None and member.frame.uses_token_types else None
+            out.append(sequence_scores(member.model, ids.to(self.device), mask.to(self.device), given,
+                                       encoder=member.frame is not None).float().cpu())
         return torch.cat(out)
 
     def _combine(self, raw_scores: list[torch.Tensor]) -> ScoredBatch:
@@ -153,8 +193,17 @@ class RewardModelEnsemble:
         return ScoredBatch(combine_scores(stacked, self.cfg.ensemble, self.cfg.uncertainty_penalty), stacked)
 
     def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
-        """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS)."""
-        return self._combine([self._score_rows(m, text_rows(m.tokenizer, prompts, responses)) for m in self.members])
+        """Score texts, each member with its own tokenizer (prompt ids + response ids + EOS; an encoder: the pair)."""
+        return self._combine([self._score_rows(m, *m.text_rows(self._prompt_ids(m, prompts), responses))
+                              for m in self.members])
+
+    def _prompt_ids(self, member: RewardMember, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's ids in `member`'s tokenizer: from its record, rendered and encoded as the RM stage
+        does (its own chat template, whose markers stay special; chat templates differ between
+        tokenizers), else the text itself, as plain text."""
+        records = [self.prompt_records.get(p) for p in prompts]
+        return [plain_ids(member.tokenizer, p) if r is None else encode_prompt(member.tokenizer, r)
+                for p, r in zip(prompts, records)]
 
     def score_rollout(self, rollout) -> ScoredBatch:
         """Score sampled episodes: the exact ids for members with the policy's vocabulary, text otherwise."""
@@ -163,9 +212,10 @@ class RewardModelEnsemble:
             if member.reads_policy_ids:
                 rows = rm_rows_from_ids(rollout.query_ids, rollout.query_mask, rollout.response_ids,
                                         rollout.response_mask, member.tokenizer.eos_token_id)
+                raw.append(self._score_rows(member, rows))
             else:
-                rows = text_rows(member.tokenizer, rollout.prompts, rollout.responses)
-            raw.append(self._score_rows(member, rows))
+                raw.append(self._score_rows(member, *member.text_rows(self._prompt_ids(member, rollout.prompts),
+                                                                      rollout.responses)))
         return self._combine(raw)
 
 

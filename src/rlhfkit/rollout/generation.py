@@ -1,4 +1,5 @@
-"""Sampling responses: a `GenerationBackend` protocol and the Hugging Face `generate` backend.
+"""Sampling responses: a `GenerationBackend` protocol and the Hugging Face `generate` backend
+(the vLLM one, `ppo.generation.backend: vllm`, is rollout/vllm_backend.py).
 
 The backend only samples token ids. Log-probabilities are recomputed afterwards by a forward
 pass under the same temperature (experience.py), so the sampler and the learner agree exactly

@@ -31,9 +31,9 @@ def read_train_and_held_out(data, kind: str, seed: int, where: str, expected: st
 
     if not data.path:
         raise ConfigError(f"{where}.data.path is empty: give a JSONL file of {expected}")
-    records = load_records(data.path, kind)
+    records = load_records(data.path, kind, data.columns)
     if data.eval_path:
-        train, held_out = records, load_records(data.eval_path, kind)
+        train, held_out = records, load_records(data.eval_path, kind, data.columns)
     else:
         train, held_out = split_holdout(records, data.eval_fraction, seed)
     if data.max_examples:

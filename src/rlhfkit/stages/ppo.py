@@ -2,7 +2,8 @@
 
 `run()` is the algorithm; each numbered step is one call:
   1. rollout     each process samples responses for its share of the batch's prompts (stop at EOS,
-                 temperature T, its own RNG stream)
+                 temperature T, its own RNG stream) with HF generate, or vLLM given the policy's
+                 current weights (ppo.generation.backend)
   2. score       the reward source scores the sampled ids at the EOS token (rewards/sources.py)
   3. experience  old logprobs, reference logprobs, values under T (dropout off); r_t = −β·KL_t
                  (+ score on the last token); GAE(γ, λ); advantages whitened over the global batch
@@ -55,6 +56,7 @@ from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
 from rlhfkit.evaluation.during_ppo import HeldOutEvaluator, HeldOutPrompts, eval_due, held_out_from_config
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
+from rlhfkit.models.gguf import resolve_model_path
 from rlhfkit.models.load import (
     context_length,
     disable_dropout,
@@ -72,6 +74,7 @@ from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finaliz
 from rlhfkit.rollout.experience import AdvantageSettings, experience_stats, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
+from rlhfkit.rollout.vllm_backend import VLLMGenerationBackend
 from rlhfkit.stages.common import StageOutput
 from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_refresh are this stage's API too
     PromptSampler,
@@ -213,7 +216,9 @@ class _PPO:
     refresher: RewardRefresher | None
     collectives: Collectives
     evaluator: HeldOutEvaluator | None = None
+    vllm: VLLMGenerationBackend | None = None  # ppo.generation.backend vllm: the engine (hf: generate is per call)
     checkpointer: Checkpointer | None = None
+    prompt_records: dict | None = None  # policy-rendered prompt text -> its record (rewards/sources.py)
     writer: MetricsWriter | None = None
     logged: dict | None = None
 
@@ -261,7 +266,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
             enable_gradient_checkpointing(critic)
     actor_critic = ActorCritic(policy, critic)
 
-    prompt_texts, prompt_ids, prompt_stats = load_prompts(ppo, tokenizer)
+    prompt_texts, prompt_ids, prompt_stats, prompt_records = load_prompts(ppo, tokenizer)
     check_fits_context(ppo, prompt_ids, context_length(policy))
     steps_per_iteration = ppo.ppo_epochs * ppo.batch_size // (ppo.mini_batch_size * ppo.gradient_accumulation_steps
                                                               * accelerator.num_processes)
@@ -284,6 +289,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     s = _PPO(
         cfg=cfg, stage_dir=stage_dir, accelerator=accelerator, tokenizer=tokenizer, actor_critic=actor_critic,
         reference=reference, reward_source=None, prompt_texts=prompt_texts, prompt_ids=prompt_ids,
+        prompt_records=dict(zip(prompt_texts, prompt_records)),
         collate=PromptCollator(tokenizer.pad_token_id), sampler=sampler, optimizer=optimizer, scheduler=scheduler,
         kl_ctl=(AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
                 else FixedKLController(ppo.kl.kl_coef)),
@@ -300,6 +306,12 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         s.evaluator = HeldOutEvaluator(held_out or held_out_from_config(ppo), tokenizer, cfg,
                                        lambda p, r: s.reward_source.score(p, r).scores.tolist(), s.collectives,
                                        accelerator.process_index)
+    if ppo.generation.backend == "vllm":
+        # the architecture from the policy's directory (bundled:NAME resolved); weights come from the live policy
+        s.vllm = VLLMGenerationBackend.start(resolve_model_path(ppo.policy.name_or_path), ppo.generation,
+                                             tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                             str(policy.dtype).removeprefix("torch."), context_length(policy) or 2048,
+                                             cfg.seed)
     # Everything above that changes while training is checkpointed; resuming loads the newest checkpoint.
     s.checkpointer = Checkpointer(
         stage_dir, ppo.checkpoint, stage="ppo", unit="iteration", fingerprint=fingerprint(cfg, ppo, stage_dir),
@@ -317,7 +329,8 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
 
 
 def _reward_models(paths: list[str], ppo: PPOConfig, s: _PPO) -> RewardModelEnsemble:
-    return RewardModelEnsemble(paths, ppo.reward, s.device, ppo.policy.dtype, ppo.reward.batch_size, s.tokenizer)
+    return RewardModelEnsemble(paths, ppo.reward, s.device, ppo.policy.dtype, ppo.reward.batch_size, s.tokenizer,
+                               prompt_records=s.prompt_records)
 
 
 def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
@@ -327,6 +340,9 @@ def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
         raise ConfigError(
             f"ppo.batch_size ({ppo.batch_size}) must be a multiple of mini_batch_size × gradient_accumulation_steps × "
             f"processes ({ppo.mini_batch_size} × {ppo.gradient_accumulation_steps} × {world_size} = {per_step})")
+    if world_size > 1 and ppo.generation.backend == "vllm":
+        raise ConfigError("ppo.generation.backend vllm runs in one process only for now: launch without --num_processes, "
+                          "or set ppo.generation.backend=hf")
     if world_size > 1 and ppo.reward_refresh.every is not None:
         raise ConfigError("ppo.reward_refresh runs in one process only for now: launch without --num_processes, "
                           "or leave ppo.reward_refresh.every empty")
@@ -338,10 +354,13 @@ def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
 def _sample(s: _PPO, picked: list[int]) -> Rollout:
     """Responses from the current policy (full weights gathered under FSDP / ZeRO-3) for `picked` prompts."""
     batch = s.collate([s.prompt_ids[i] for i in picked])
+    texts, ids, mask = [s.prompt_texts[i] for i in picked], batch["input_ids"].to(s.device), batch["attention_mask"].to(s.device)
+    if s.vllm is not None:  # the engine samples from the policy's weights as they are now (LoRA merged in)
+        s.vllm.sync_weights(merged(s.policy))
+        return sample_rollout(s.vllm, s.tokenizer, texts, ids, mask)
     with policy_for_generation(s.accelerator, s.actor_critic) as policy:
         backend = HFGenerationBackend(policy, s.tokenizer, s.cfg.ppo.generation)
-        return sample_rollout(backend, s.tokenizer, [s.prompt_texts[i] for i in picked],
-                              batch["input_ids"].to(s.device), batch["attention_mask"].to(s.device))
+        return sample_rollout(backend, s.tokenizer, texts, ids, mask)
 
 
 def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float, times: tuple[float, ...],

@@ -20,6 +20,7 @@ from rlhfkit.models.load import check_model_source, load_tokenizer
 from rlhfkit.models.lora import require_peft
 from rlhfkit.rewards.refresh import import_labeler
 from rlhfkit.rewards.sources import import_reward_callable
+from rlhfkit.rollout.vllm_backend import require_vllm
 from rlhfkit.training.progress import console
 
 
@@ -37,7 +38,8 @@ def value_section(ppo: PPOConfig, tokenizer) -> ModelSection:
         return ppo.value_model
     source = ppo.policy.name_or_path
     if ppo.reward.model_paths:
-        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]")
+        rm_tokenizer = load_tokenizer(ModelSection(name_or_path=ppo.reward.model_paths[0]), "ppo.reward.model_paths[0]",
+                                      encoder_ok=True)
         if rm_tokenizer.get_vocab() == tokenizer.get_vocab():
             source = ppo.reward.model_paths[0]
         else:
@@ -53,13 +55,15 @@ def validate(cfg: RunConfig) -> None:
         require_peft()
     if not ppo.data.path:
         raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
-    load_records(ppo.data.path, "prompts")
+    load_records(ppo.data.path, "prompts", ppo.data.columns)
     if ppo.reward.callable:
         import_reward_callable(ppo.reward.callable)
     elif not ppo.reward.model_paths:
         raise ConfigError("ppo.reward: give model_paths (reward-model checkpoints) or callable")
     for i, path in enumerate(ppo.reward.model_paths):
         check_model_source(ModelSection(name_or_path=path), f"ppo.reward.model_paths[{i}]")
+    if ppo.generation.backend == "vllm":
+        require_vllm()
     validate_refresh(ppo, labeler_given=False)
     check_held_out(ppo, task_given=False)
 
@@ -80,16 +84,17 @@ def validate_refresh(ppo: PPOConfig, labeler_given: bool) -> None:
             load_records(path, "preferences")
 
 
-def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats]:
-    """Prompt texts as the policy sees them (chat template applied to chat records) and their ids."""
-    records = load_records(ppo.data.path, "prompts")
+def load_prompts(ppo: PPOConfig, tokenizer) -> tuple[list[str], list[list[int]], TruncationStats, list]:
+    """Prompt texts as the policy sees them (chat template applied to chat records), their ids, and the
+    records (a reward model with its own tokenizer renders them its own way: rewards/sources.py)."""
+    records = load_records(ppo.data.path, "prompts", ppo.data.columns)
     if ppo.data.max_examples:
         records = records[: ppo.data.max_examples]
     stats = TruncationStats()
     ids = tokenize_prompts(records, tokenizer, ppo.generation.max_prompt_length, stats)
     if stats.dropped:
         raise ConfigError(f"{ppo.data.path}: {stats.dropped} prompt(s) tokenize to nothing")
-    return [render_prompt(tokenizer, r) for r in records], ids, stats
+    return [render_prompt(tokenizer, r) for r in records], ids, stats, records
 
 
 def check_fits_context(ppo: PPOConfig, prompt_ids: list[list[int]], limit: int | None) -> None:

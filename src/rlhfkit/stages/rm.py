@@ -9,7 +9,13 @@ of scores on a reference set in the checkpoint's config (`rlhfkit_score_mean/std
 normalise (Ziegler 2019 gain/bias; N+ detail 12), 7. save an HF checkpoint.
 
 The score is read at the last non-pad token — the EOS of the response (N+ detail 11); the
-model config's pad_token_id, distinct from EOS, is what the HF pooling uses to find it.
+model config's pad_token_id, distinct from EOS, is what the HF pooling uses to find it. An encoder
+(BERT-style tokenizer with [CLS], rlhfkit.data.pairs) is trained on the framed (prompt, response) pair
+instead, no EOS, and reads its score at [CLS].
+
+The saved checkpoint scores the same outside rlhfkit (models/portable.py): its tokenizer frames text
+as rlhfkit does, so `pipeline("text-classification", model=DIR, function_to_apply="none")` gives the
+raw score, and `rlhfkit_score_mean/std` turn it into PPO's normalised reward (docs/data-handling.md).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import torch
 
 from rlhfkit.algos.losses import pairwise_loss, reward_centering_loss
 from rlhfkit.config.stages import RewardConfig, RunConfig
+from rlhfkit.data.pairs import is_encoder_tokenizer
 from rlhfkit.data.records import PreferenceExample
 from rlhfkit.data.tokenize import PreferenceCollator, TruncationStats, tokenize_preferences
 from rlhfkit.models.load import check_model_source, load_reward_model, load_tokenizer, save_pretrained_atomic, score_head_name
 from rlhfkit.models.lora import add_lora, merged, require_peft
+from rlhfkit.models.portable import framed_like_rlhfkit
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
 from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
@@ -48,18 +56,19 @@ def validate(cfg: RunConfig) -> None:
         require_peft("rm.lora")
 
 
-def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected), each (B,)."""
-    chosen = sequence_scores(model, batch["chosen_input_ids"], batch["chosen_attention_mask"])
-    rejected = sequence_scores(model, batch["rejected_input_ids"], batch["rejected_attention_mask"])
-    return chosen, rejected
+def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], encoder: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected), each (B,); `encoder`: the rows are framed pairs (rlhfkit.data.pairs)."""
+    return tuple(  # type: ignore[return-value]
+        sequence_scores(model, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"],
+                        batch.get(f"{side}_token_type_ids"), encoder=encoder)
+        for side in ("chosen", "rejected"))
 
 
-def _evaluate_pairs(model, batches, device) -> dict[str, float]:
+def _evaluate_pairs(model, batches, device, encoder: bool) -> dict[str, float]:
     chosen, rejected = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        c, r = pair_scores(model, batch)
+        c, r = pair_scores(model, batch, encoder)
         chosen.append(c)
         rejected.append(r)
     if not chosen:
@@ -69,12 +78,12 @@ def _evaluate_pairs(model, batches, device) -> dict[str, float]:
     return {"loss": float(loss), "accuracy": stats["accuracy"], "margin": stats["margin"]}
 
 
-def _reference_stats(model, batches, device) -> tuple[float, float]:
+def _reference_stats(model, batches, device, encoder: bool) -> tuple[float, float]:
     """Mean and std of scores over up to REFERENCE_SET_SIZE responses (both sides of each pair)."""
     scores: list[torch.Tensor] = []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        scores.extend(pair_scores(model, batch))
+        scores.extend(pair_scores(model, batch, encoder))
         if sum(len(s) for s in scores) >= REFERENCE_SET_SIZE:
             break
     flat = torch.cat(scores).float()[:REFERENCE_SET_SIZE]
@@ -94,12 +103,13 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     train_records, eval_records = read_preference_data(rm, cfg.seed)
 
     # 2. Tokenizer and scalar-head model.
-    tokenizer = load_tokenizer(rm.model, "rm.model")
+    tokenizer = load_tokenizer(rm.model, "rm.model", encoder_ok=True)
+    encoder = is_encoder_tokenizer(tokenizer)
     model = load_reward_model(rm.model, tokenizer, "rm.model")
     if rm.lora is not None:  # adapters + the whole score head train; merged into the weights on save
         model = add_lora(model, rm.lora, where="rm.lora", head=score_head_name(model))
 
-    # 3. Tokenize: prompt + response + EOS for both sides.
+    # 3. Tokenize: prompt + response + EOS for both sides (an encoder: the framed pair, no EOS).
     max_length = fit_max_length(rm.data.max_length, model, "rm")
     stats = TruncationStats()
     train_data = tokenize_preferences(train_records, tokenizer, max_length, stats)
@@ -116,7 +126,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
 
     # 4. The Bradley–Terry objective.
     def loss_fn(model, batch):
-        chosen, rejected = pair_scores(model, batch)
+        chosen, rejected = pair_scores(model, batch, encoder)
         margin = batch["margin"] if rm.use_margin else None
         # p_chosen: soft labels from people's votes (1.0 for a pair without them: a hard label)
         loss, pair_stats = pairwise_loss(chosen, rejected, margin=margin, label_smoothing=rm.label_smoothing,
@@ -126,7 +136,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return loss, {"accuracy": pair_stats["accuracy"], "margin": pair_stats["margin"]}
 
     def evaluate(model):
-        return _evaluate_pairs(model, eval_batches, accelerator.device)
+        return _evaluate_pairs(model, eval_batches, accelerator.device, encoder)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
     with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.report_to,
@@ -142,7 +152,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         model.eval()
         reference = eval_batches or [collate(train_data[i : i + bs]) for i in range(0, len(train_data), bs)]
         with torch.no_grad():
-            mean, std = _reference_stats(model, reference, accelerator.device)
+            mean, std = _reference_stats(model, reference, accelerator.device, encoder)
         writer.log(result.steps, {"reference/score_mean": mean, "reference/score_std": std})
 
     # 7. Save an HF checkpoint atomically, then mark the stage finished.
@@ -155,7 +165,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         **initial, **result.last_train, **result.last_eval, "reference/score_mean": mean, "reference/score_std": std})
     weights = whole_weights(accelerator, unwrapped)  # gathered under FSDP (every process)
     if accelerator.is_main_process:
-        save_pretrained_atomic(unwrapped, tokenizer, output.checkpoint, weights)
+        save_pretrained_atomic(unwrapped, framed_like_rlhfkit(tokenizer), output.checkpoint, weights)
         mark_finished(stage_dir, output, drop_checkpoints=not rm.checkpoint.keep_when_finished)
     accelerator.wait_for_everyone()  # no process goes on before the model is on disk
     return output

@@ -62,5 +62,5 @@ def test_the_reward_model_reads_special_token_text_in_a_response_as_text(tokeniz
     """A policy that writes the characters <|endoftext|> must not plant a real EOS in what the RM reads."""
     from rlhfkit.rewards.sources import text_rows
 
-    [ids] = text_rows(tokenizer, ["p"], [f" fine{EOS} more"])
+    [ids], _ = text_rows(tokenizer, [tokenizer.encode("p")], [f" fine{EOS} more"])
     assert ids.count(tokenizer.eos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id

@@ -185,7 +185,8 @@ class AssistantTask:
         tokenizer = self._tokenizer()
         rendered = [render_prompt(tokenizer, p) for p in pairs]
         questions = [p.messages[-1]["content"] for p in pairs]
-        rm = RewardModelEnsemble([rm_path], RewardSourceSection(normalize=False), device)
+        rm = RewardModelEnsemble([rm_path], RewardSourceSection(normalize=False), device,
+                                 prompt_records=dict(zip(rendered, pairs)))
         chosen = rm.score(rendered, [p.chosen for p in pairs]).scores
         rejected = rm.score(rendered, [p.rejected for p in pairs]).scores
         gold_c, gold_r = self.gold.score(questions, [p.chosen for p in pairs]), self.gold.score(questions, [p.rejected for p in pairs])
