@@ -2,6 +2,7 @@
 
     python ppo_update_worker.py MODEL_DIR OUT_FILE --mini 64 --accumulation 1
     torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --accumulation 1
+    torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --tokens 40
 
 Every process builds the same global batch of 64 episodes (fixed seed: queries, responses of
 different lengths, old logprobs, values, advantages, returns) and takes its share of the rows; one
@@ -27,6 +28,7 @@ from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
+from rlhfkit.training.micro_batches import step_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 
 BATCH, TQ, TR = 64, 5, 7
@@ -58,11 +60,12 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--mini", type=int, required=True)
     parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=None, help="ppo.micro_batch_tokens (empty: fixed micro-batches)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     ppo = PPOConfig(batch_size=BATCH, mini_batch_size=args.mini, gradient_accumulation_steps=args.accumulation,
-                    ppo_epochs=1, max_grad_norm=None, vf_coef=0.5, entropy_coef=0.01, clip_range_value=0.2)
+                    micro_batch_tokens=args.tokens, ppo_epochs=1, max_grad_norm=None, vf_coef=0.5, entropy_coef=0.01, clip_range_value=0.2)
     accelerator = make_accelerator("auto", "no", args.accumulation)
     world, rank = accelerator.num_processes, accelerator.process_index
     section = ModelSection(name_or_path=args.model_dir)
@@ -84,6 +87,10 @@ def main() -> None:
     optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
+    counts = torch.zeros(world, dtype=torch.long)  # micro-batches each process ran (they differ under a token budget)
+    counts[rank] = len(step_micro_batches(torch.arange(share), exp.query_mask.sum(1), exp.response_mask.sum(1),
+                                          args.mini, args.accumulation, args.tokens)[0])
+    micro_batch_counts = collectives.sum(counts).tolist()
     result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(rank),
                         collectives, FaultGuard("ppo", 3), iteration=1)
     if accelerator.is_main_process:
@@ -91,7 +98,8 @@ def main() -> None:
         save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()
                    if "lm_head" not in k}, args.out)  # lm_head is tied to the embeddings
         with open(args.out + ".json", "w") as handle:
-            json.dump({"whitening_error": whitening_error, "fault": result.fault, "stats": result.stats, "world": world}, handle)
+            json.dump({"whitening_error": whitening_error, "fault": result.fault, "stats": result.stats, "world": world,
+                       "micro_batches": micro_batch_counts}, handle)
     accelerator.wait_for_everyone()
 
 

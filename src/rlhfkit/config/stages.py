@@ -199,6 +199,14 @@ class PPOConfig(Section):
     batch_size: int = Field(64, gt=0, description="Episodes (prompt, response) per iteration.")
     mini_batch_size: int = Field(4, gt=0, description="Episodes per forward/backward pass.")
     gradient_accumulation_steps: int = Field(16, gt=0, description="Mini-batches per optimiser step.")
+    micro_batch_tokens: int | None = Field(
+        None, gt=0,
+        description="Token budget per forward (experience and update): each optimiser step's mini_batch_size × "
+        "gradient_accumulation_steps episodes are sorted by length and cut into micro-batches of at most this many "
+        "tokens, rows × (longest prompt + longest response), the all-padding columns dropped. Same optimiser steps, "
+        "less padding computed. Empty: fixed micro-batches of mini_batch_size rows, padded to the whole batch's "
+        "width. Not with DeepSpeed.",
+    )
     ppo_epochs: int = Field(4, gt=0, description="Passes over each rollout batch, reshuffled each time.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations of the policy and critic in the backward pass: less memory, about a third more compute.")

@@ -11,7 +11,8 @@ forward pass; the value loss then also trains the policy's trunk).
 The forward returns, for the response part of each sequence, log π(a_t|s_t) under the sampling
 temperature (N+ detail 16), the entropy of π(·|s_t), and V(s_t); the logits that predict response
 token t sit at position Tq + t − 1. `response_logprobs` does the same for a frozen model alone
-(the reference).
+(the reference). No forward here builds a KV cache (`use_cache=False`: nothing reads it), and the
+LM head runs on the response positions only (`logits_to_keep`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ class ActorCriticOutput(NamedTuple):
 
 def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
     """(B, Tr, V) logits that predict each response token (positions Tq−1 … Tq+Tr−2)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits
-    return logits[:, query_length - 1 : -1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+                   use_cache=False, logits_to_keep=_kept(input_ids, query_length)).logits
+    return logits[:, :-1]
+
+
+def _kept(input_ids: torch.Tensor, query_length: int) -> int:
+    """`logits_to_keep` for the response: the last Tr + 1 positions (from Tq − 1), so the LM head
+    never multiplies the prompt positions' hidden states by the vocabulary matrix."""
+    return input_ids.shape[1] - query_length + 1
 
 
 def response_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int,
@@ -65,15 +72,16 @@ class ActorCritic(nn.Module):
                 temperature: float) -> ActorCriticOutput:
         position_ids = position_ids_from_mask(attention_mask)
         start = query_length - 1  # the position whose output predicts the first response token
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=self.shared_head)
-        logits = out.logits[:, start:-1]
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                          logits_to_keep=_kept(input_ids, query_length), output_hidden_states=self.shared_head)
+        logits = out.logits[:, :-1]
         logprobs = logprobs_from_logits(logits, input_ids[:, query_length:], temperature)
         entropy = entropy_from_logits(logits, temperature)
         if self.shared_head:
             values = self.critic(out.hidden_states[-1][:, start:-1])
         else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)
             backbone = getattr(self.critic, self.critic.base_model_prefix)
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state
             values = self.critic.score(hidden[:, start:-1]).squeeze(-1)
         return ActorCriticOutput(logprobs, entropy, values.float())

@@ -68,7 +68,7 @@ from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged
 from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
 from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher
 from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores
-from rlhfkit.rollout.experience import AdvantageSettings, experience_stats, make_experience
+from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, experience_stats, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.stages.common import StageOutput
@@ -86,6 +86,7 @@ from rlhfkit.training.distributed import Collectives, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
+from rlhfkit.training.micro_batches import step_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.progress import StageProgress, console
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
@@ -104,7 +105,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
         return done
     validate_refresh(ppo, labeler_given=labeler is not None)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps)
-    check_data_parallel(ppo, accelerator.num_processes)
+    check_data_parallel(ppo, accelerator.num_processes, accelerator.distributed_type)
     seed_everything(cfg.seed, accelerator.process_index)  # each process its own sampling stream
     s = _setup(cfg, stage_dir, accelerator, labeler)
     resumed = (s.checkpointer.restore() if resume else None) or {"step": 0, "stats": {}, "stopped": False}
@@ -135,9 +136,11 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(s.device)
             # 3. experience under the current β: logprobs, reference logprobs, values, rewards, GAE
             beta = s.kl_ctl.value
+            first_order, forwards = _experience_micro_batches(ppo, rollout, s.generator, s.device)
             with accelerator.autocast():
                 exp = make_experience(rollout, scores, s.actor_critic, s.reference, AdvantageSettings(beta, **settings),
-                                      ppo.generation.temperature, ppo.mini_batch_size, s.collectives.sum)
+                                      ppo.generation.temperature, forwards, crop=ppo.micro_batch_tokens is not None,
+                                      all_sum=s.collectives.sum)
             stats = experience_stats(exp, beta, s.collectives.sum)
             t2 = time.perf_counter()
             # 4. update; skipped everywhere when a logprob, value or reward is NaN/Inf on any process
@@ -148,7 +151,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             if fault is None:
                 update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
                                     s.collectives, s.guard, iteration,
-                                    train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
+                                    train_policy=iteration > ppo.critic_warmup_iterations,  # critic warm-up first
+                                    first_order=first_order)
                 stats.update(update.stats)
                 fault = update.fault
             s.guard.record(iteration, fault, s.writer)  # a fault line + warning; stops after too many in a row
@@ -308,19 +312,37 @@ def _reward_models(paths: list[str], ppo: PPOConfig, s: _PPO) -> RewardModelEnse
     return RewardModelEnsemble(paths, ppo.reward, s.device, ppo.policy.dtype, ppo.reward.batch_size, s.tokenizer)
 
 
-def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
+def check_data_parallel(ppo: PPOConfig, world_size: int, distributed_type: DistributedType = DistributedType.NO) -> None:
     """The global batch must split into whole optimiser steps on every process."""
     per_step = ppo.mini_batch_size * ppo.gradient_accumulation_steps * world_size
     if ppo.batch_size % per_step:
         raise ConfigError(
             f"ppo.batch_size ({ppo.batch_size}) must be a multiple of mini_batch_size × gradient_accumulation_steps × "
             f"processes ({ppo.mini_batch_size} × {ppo.gradient_accumulation_steps} × {world_size} = {per_step})")
+    if distributed_type == DistributedType.DEEPSPEED and ppo.micro_batch_tokens is not None:
+        raise ConfigError("ppo.micro_batch_tokens does not work with DeepSpeed (its engine expects the same number of "
+                          "micro-batches in every optimiser step): leave it empty")
     if world_size > 1 and ppo.reward_refresh.every is not None:
         raise ConfigError("ppo.reward_refresh runs in one process only for now: launch without --num_processes, "
                           "or leave ppo.reward_refresh.every empty")
 
 
 # ---------------------------------------------------------------------------------------------- the steps
+
+
+def _experience_micro_batches(ppo: PPOConfig, rollout: Rollout, generator: torch.Generator,
+                              device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The update's first-epoch shuffle (drawn here, before the experience, from the update's own
+    generator) and the micro-batches of the experience forwards: consecutive chunks of
+    mini_batch_size rows (the same padded shape as every update micro-batch), or with a token budget
+    the update's first-epoch micro-batches themselves — either way the first update micro-batch
+    recomputes its old logprobs bit for bit."""
+    first_order = torch.randperm(rollout.batch_size, generator=generator)
+    if ppo.micro_batch_tokens is None:
+        return first_order, contiguous_chunks(rollout.batch_size, ppo.mini_batch_size, device)
+    plan = step_micro_batches(first_order.to(device), rollout.query_mask.sum(1), rollout.response_mask.sum(1),
+                              ppo.mini_batch_size, ppo.gradient_accumulation_steps, ppo.micro_batch_tokens)
+    return first_order, [rows for step in plan for rows in step]
 
 
 def _sample(s: _PPO, picked: list[int]) -> Rollout:
