@@ -32,6 +32,7 @@ from rlhfkit.algos.kl import kl_per_token
 from rlhfkit.algos.masked import masked_whiten
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import response_logprobs
+from rlhfkit.models.response_slots import ResponseSlots, packed_rows
 from rlhfkit.rollout.types import Experience, Rollout
 
 AllSum = Callable[[torch.Tensor], torch.Tensor]
@@ -54,19 +55,16 @@ class AdvantageSettings:
 @torch.no_grad()
 def make_experience(rollout: Rollout, scores: torch.Tensor, actor_critic: nn.Module, reference: nn.Module,
                     settings: AdvantageSettings, temperature: float, micro_batches: list[torch.Tensor],
-                    crop: bool = False, all_sum: AllSum = _identity) -> Experience:
+                    packed: bool = False, all_sum: AllSum = _identity) -> Experience:
     """The Experience of `rollout`: forwards over `micro_batches` (row indices, each row once), then
-    KL, rewards and GAE. With `crop` each micro-batch drops its all-padding columns first."""
-    tr = rollout.response_ids.shape[1]
+    KL, rewards and GAE. With `packed` each micro-batch is one sequence of its real tokens."""
     parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "values": [], "ref_logprobs": []}
     for rows in micro_batches:
-        mb = rollout.select(rows)
-        mb = mb.cropped() if crop else mb
-        ids, mask, query_length = mb.input_ids, mb.attention_mask, mb.query_ids.shape[1]
-        out = actor_critic(ids, mask, query_length, temperature)
-        ref = response_logprobs(reference, ids, mask, query_length, temperature)
+        ids, mask, response = model_inputs(rollout.select(rows), packed)
+        out = actor_critic(ids, mask, response, temperature)
+        ref = response_logprobs(reference, ids, mask, response, temperature)
         for name, t in (*zip(("logprobs", "entropy", "values"), out), ("ref_logprobs", ref)):
-            parts[name].append(_pad_right(t, tr))  # padding columns hold 0, as the uncropped forward's are masked
+            parts[name].append(t)
     inverse = torch.argsort(torch.cat(micro_batches).to(rollout.response_ids.device))
     forwards = {name: (torch.cat(tensors)[inverse] * rollout.response_mask) for name, tensors in parts.items()}
     kl, rewards, advantages, returns = rewards_and_advantages(
@@ -81,8 +79,13 @@ def contiguous_chunks(batch_size: int, chunk_size: int, device: torch.device | s
     return list(torch.arange(batch_size, device=device).split(chunk_size))
 
 
-def _pad_right(t: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+def model_inputs(mb: Rollout, packed: bool) -> tuple[torch.Tensor, torch.Tensor | None, int | ResponseSlots]:
+    """(input_ids, attention_mask, response) of a micro-batch: the padded rows as sampled, or
+    packed into one sequence of its real tokens (models/response_slots.py), with no mask."""
+    if not packed:
+        return mb.input_ids, mb.attention_mask, mb.query_ids.shape[1]
+    ids, slots = packed_rows(mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask)
+    return ids, None, slots
 
 
 def rewards_and_advantages(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,

@@ -139,7 +139,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             first_order, forwards = _experience_micro_batches(ppo, rollout, s.generator, s.device)
             with accelerator.autocast():
                 exp = make_experience(rollout, scores, s.actor_critic, s.reference, AdvantageSettings(beta, **settings),
-                                      ppo.generation.temperature, forwards, crop=ppo.micro_batch_tokens is not None,
+                                      ppo.generation.temperature, forwards, packed=ppo.micro_batch_tokens is not None,
                                       all_sum=s.collectives.sum)
             stats = experience_stats(exp, beta, s.collectives.sum)
             t2 = time.perf_counter()

@@ -5,21 +5,17 @@ Fixed (`ppo.micro_batch_tokens` empty): `gradient_accumulation_steps` micro-batc
 Tq + Tr (the prompts left-padded to the longest prompt of the batch, the responses right-padded
 to the longest response).
 
-Token budget (`ppo.micro_batch_tokens` = K): the same rows per optimiser step, sorted by response
-length then prompt length (longest first), and cut greedily into micro-batches whose *cropped*
-size — rows × (longest prompt + longest response among them), the tensor the forward really
-processes once the all-padding columns are dropped (`Rollout.cropped`) — stays within K. Similar
-lengths share a micro-batch, so little padding remains; a row longer than K alone is a
-micro-batch of its own. A step's loss is a token sum over its rows divided by the step's token
-count (training/ppo_update.py), so how its rows are grouped changes the result only by float
-rounding.
+Token budget (`ppo.micro_batch_tokens` = K): the same rows per optimiser step, in the same
+shuffled order, cut greedily into micro-batches of at most K real tokens (prompt + response up
+to EOS); each micro-batch goes through the models packed into one sequence with no padding at
+all (models/response_slots.py). A row longer than K alone is a micro-batch of its own. A step's
+loss is a token sum over its rows divided by the step's token count (training/ppo_update.py), so
+how its rows are grouped changes the result only by float rounding.
 
-Why not one packed sequence per micro-batch (rows concatenated, `position_ids` restarting per
-row, no attention mask — transformers ≥ 4.53 detects that layout and builds a block-diagonal
-mask)? On CPU SDPA that mask is dense: attention costs (Σ lengths)² instead of Σ length², and
-bench/padding_free.py measured it slower than the padded batch on the default preset's shapes.
-Packing pays with flash-attention's variable-length kernels (GPUs), which rlhfkit does not
-select.
+K bounds the attention cost too: on CPU (SDPA with the block-diagonal mask transformers builds
+for packed rows) attention over a packed micro-batch costs K² rather than Σ length², so a K of a
+few times the typical row length is right there; flash-attention's variable-length kernels
+(GPUs) have no such term. bench/padding_free.py measures both.
 """
 
 from __future__ import annotations
@@ -29,24 +25,20 @@ import torch
 
 def token_budget_split(rows: torch.Tensor, query_lengths: torch.Tensor, response_lengths: torch.Tensor,
                        budget: int) -> list[torch.Tensor]:
-    """`rows` (indices into the batch) cut into micro-batches of cropped size ≤ `budget` tokens.
+    """`rows` (indices into the batch), in their order, cut into micro-batches of ≤ `budget` real tokens.
 
     query_lengths, response_lengths: (B,) real prompt tokens and valid response tokens of every row
-    of the batch. Rows are taken longest response first (ties: longest prompt, then their order in
-    `rows`); a micro-batch grows while (its rows + 1) × (max prompt + max response) fits."""
-    q = query_lengths[rows].tolist()
-    r = response_lengths[rows].tolist()
-    order = sorted(range(len(q)), key=lambda i: (-r[i], -q[i], i))
+    of the batch. A micro-batch grows while its tokens plus the next row's fit."""
+    lengths = (query_lengths[rows] + response_lengths[rows]).tolist()
     batches: list[list[int]] = []
-    max_q = max_r = 0
-    for i in order:
-        new_q, new_r = max(max_q, q[i]), max(max_r, r[i])
-        if batches and (len(batches[-1]) + 1) * (new_q + new_r) <= budget:
+    tokens = 0
+    for i, length in enumerate(lengths):
+        if batches and tokens + length <= budget:
             batches[-1].append(i)
-            max_q, max_r = new_q, new_r
+            tokens += length
         else:
             batches.append([i])
-            max_q, max_r = q[i], r[i]
+            tokens = length
     return [rows[torch.tensor(b, dtype=torch.long, device=rows.device)] for b in batches]
 
 

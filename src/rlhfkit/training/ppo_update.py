@@ -35,6 +35,7 @@ from rlhfkit.algos.losses import ppo_policy_loss, value_loss
 from rlhfkit.algos.masked import masked_sum
 from rlhfkit.config.stages import PPOConfig
 from rlhfkit.metric_names import M
+from rlhfkit.rollout.experience import model_inputs
 from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
@@ -104,7 +105,7 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                 mask = mb.response_mask.float()
                 last = k == len(step_batches) - 1
                 with _micro_batch_sync(accelerator, actor_critic, fixed_count=budget is None, last=last):
-                    out = actor_critic(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1], ppo.generation.temperature)
+                    out = actor_critic(*model_inputs(mb, packed=budget is not None), ppo.generation.temperature)
                     pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
                     vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
                     entropy = masked_sum(out.entropy, mask) / norm_by

@@ -28,25 +28,21 @@ def _ids(batches):
 
 
 def test_token_budget_split_by_hand():
-    # Longest response first (ties: longest prompt): 2 (q2 r5), 1 (q1 r5), 4 (q4 r2), 0 (q3 r2), 3 (q2 r1).
-    # [2] is 1 × (2 + 5) = 7; + row 1: 2 × (2 + 5) = 14 ≤ 14, taken; + row 4: 3 × (4 + 5) = 27 > 14, new batch;
-    # [4] = 6; + row 0: 2 × (4 + 2) = 12 ≤ 14; + row 3: 3 × (4 + 2) = 18 > 14, new batch [3].
-    assert _ids(token_budget_split(torch.arange(5), Q, R, budget=14)) == [[2, 1], [4, 0], [3]]
-    # `rows` are indices into the batch: the subset [3, 0, 4] gives [4, 0] (2 × 6 = 12) then [3].
-    assert _ids(token_budget_split(torch.tensor([3, 0, 4]), Q, R, budget=14)) == [[4, 0], [3]]
+    # Real lengths q + r = [5, 6, 7, 3, 6], taken in order: [0] 5, + row 1 = 11 ≤ 14; + row 2 = 18 > 14, new batch;
+    # [2] 7, + row 3 = 10; + row 4 = 16 > 14, new batch [4].
+    assert _ids(token_budget_split(torch.arange(5), Q, R, budget=14)) == [[0, 1], [2, 3], [4]]
+    # `rows` are indices into the batch: the subset [3, 0, 4] is 3 + 5 + 6 = 14 tokens, one micro-batch.
+    assert _ids(token_budget_split(torch.tensor([3, 0, 4]), Q, R, budget=14)) == [[3, 0, 4]]
     # a row longer than the budget is a micro-batch of its own; nothing is dropped
-    assert _ids(token_budget_split(torch.arange(5), Q, R, budget=3)) == [[2], [1], [4], [0], [3]]
+    assert _ids(token_budget_split(torch.arange(5), Q, R, budget=3)) == [[0], [1], [2], [3], [4]]
 
 
 def test_a_split_that_ignores_the_prompts_is_caught():
-    """Broken variant: a budget on response tokens alone packs rows 4, 0, 3 together, whose cropped
-    tensor is 3 × (4 + 2) = 18 > 14 tokens; the test above would fail on it."""
-    def response_only(rows, q, r, budget):
-        return token_budget_split(rows, torch.zeros_like(q), r, budget)
-
-    broken = _ids(response_only(torch.arange(5), Q, R, 14))
-    assert broken != [[2, 1], [4, 0], [3]]
-    assert any(len(b) * (max(Q[b]) + max(R[b])) > 14 for b in map(torch.tensor, broken))
+    """Broken variant: a budget on response tokens alone puts rows 0-3 together, 5 + 6 + 7 + 3 = 21 > 14
+    real tokens; the test above would fail on it."""
+    broken = _ids(token_budget_split(torch.arange(5), torch.zeros_like(Q), R, 14))
+    assert broken == [[0, 1, 2, 3], [4]]
+    assert any(int((Q[b] + R[b]).sum()) > 14 for b in map(torch.tensor, broken))
 
 
 def test_step_plan_fixed_and_budget():
@@ -54,9 +50,9 @@ def test_step_plan_fixed_and_budget():
     q, r = torch.ones(8, dtype=torch.long), torch.tensor([1, 1, 1, 1, 1, 1, 1, 9])
     fixed = step_micro_batches(order, q, r, mini_batch_size=2, accumulation=2, budget=None)
     assert [_ids(step) for step in fixed] == [[[4, 3], [2, 1]], [[0, 5], [6, 7]]]
-    # budget 8: step 1's rows (r = 1, size 2 each) go 4 per micro-batch; step 2 puts the long row 7 alone
+    # budget 8: step 1's rows (2 tokens each) go 4 per micro-batch; step 2's long row 7 (10 tokens) alone
     budget = step_micro_batches(order, q, r, mini_batch_size=2, accumulation=2, budget=8)
-    assert [_ids(step) for step in budget] == [[[4, 3, 2, 1]], [[7], [0, 5, 6]]]
+    assert [_ids(step) for step in budget] == [[[4, 3, 2, 1]], [[0, 5, 6], [7]]]
     # every step keeps exactly its rows: the optimiser steps are those of the fixed plan
     for a, b in zip(fixed, budget):
         assert sorted(torch.cat(a).tolist()) == sorted(torch.cat(b).tolist())
@@ -114,7 +110,7 @@ def _experience(models, budget: int | None, order: torch.Tensor) -> tuple[Experi
         batches = [rows for step in plan for rows in step]
     settings = AdvantageSettings(0.1, "k1", 1.0, 0.95, False, True)
     scores = torch.linspace(-1, 1, BATCH)
-    return make_experience(rollout, scores, actor_critic, reference, settings, 0.7, batches, crop=budget is not None), actor_critic
+    return make_experience(rollout, scores, actor_critic, reference, settings, 0.7, batches, packed=budget is not None), actor_critic
 
 
 def _update(exp: Experience, actor_critic: ActorCritic, budget: int | None, order: torch.Tensor):
@@ -149,3 +145,42 @@ def test_token_budget_gives_the_padded_experience_and_update(models):
     assert moved > 1e-3  # the update changed the models: the comparison is not of two untouched copies
     # the first micro-batch reproduces the experience's logprobs bit for bit in both paths
     assert r_padded.stats[M.FIRST_RATIO_DEV] == 0.0 and r_packed.stats[M.FIRST_RATIO_DEV] == 0.0
+
+
+def test_packed_rows_by_hand():
+    from rlhfkit.models.response_slots import packed_rows
+
+    # row 0: prompt [7, 8] (2 left pads), response [9, 2] + 1 pad; row 1: prompt [5, 6, 7, 4], response [3] + 2 pads
+    qids, qmask = torch.tensor([[0, 0, 7, 8], [5, 6, 7, 4]]), torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    rids, rmask = torch.tensor([[9, 2, 1], [3, 1, 1]]), torch.tensor([[1, 1, 0], [1, 0, 0]])
+    ids, slots = packed_rows(qids, qmask, rids, rmask)
+    assert ids.tolist() == [[7, 8, 9, 2, 5, 6, 7, 4, 3]]  # real tokens only, row after row
+    assert slots.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 4]]  # restarting per row
+    # response token t of a row is predicted by the position before it: 9 ← 8 (1), 2 ← 9 (2), 3 ← 4 (7)
+    assert slots.positions.tolist() == [1, 2, 7] and slots.targets(ids).tolist() == [[9, 2, 3]]
+    assert slots.rows.tolist() == [0, 0, 1] and slots.cols.tolist() == [0, 1, 0]
+    assert slots.to_grid(torch.tensor([[0.5, 0.25, 2.0]])).tolist() == [[0.5, 0.25, 0.0], [2.0, 0.0, 0.0]]
+    assert torch.equal(slots.logits_to_keep(9), slots.positions)
+
+
+def test_packed_rows_do_not_see_each_other(models):
+    """The block-diagonal mask transformers builds from restarting position ids: each row's logits in
+    the pack equal that row alone (a pack whose rows attended to each other would fail this)."""
+    from rlhfkit.models.actor_critic import response_logprobs
+    from rlhfkit.models.response_slots import packed_rows
+
+    qids, qmask = torch.tensor([[1, 1, 7, 8], [5, 6, 7, 4]]), torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    rids, rmask = torch.tensor([[9, 2, 1], [3, 1, 1]]), torch.tensor([[1, 1, 0], [1, 0, 0]])
+    ids, slots = packed_rows(qids, qmask, rids, rmask)
+    tiny_policy = models()[0].policy
+    with torch.no_grad():
+        packed = response_logprobs(tiny_policy, ids, None, slots, 0.7)
+        for row in range(2):
+            real = torch.cat([qmask[row], rmask[row]]).bool()
+            alone = torch.cat([qids[row], rids[row]])[real].unsqueeze(0)
+            q = int(qmask[row].sum())
+            expected = response_logprobs(tiny_policy, alone, torch.ones_like(alone), q, 0.7)[0]
+            torch.testing.assert_close(packed[row, : len(expected)], expected, atol=1e-5, rtol=0)
+        # broken variant: positions counted over the whole pack -> one long sequence, row 1 reads row 0
+        broken = response_logprobs(tiny_policy, ids, None, slots._replace(position_ids=torch.arange(ids.shape[1])[None]), 0.7)
+    assert (broken[1, 0] - packed[1, 0]).abs() > 1e-4
