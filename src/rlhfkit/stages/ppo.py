@@ -52,6 +52,7 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import PPOConfig, RunConfig
 from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
+from rlhfkit.memory.shapes import shape_from_hf_config
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import (
@@ -84,6 +85,7 @@ from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_re
 from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.distributed import Collectives, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
+from rlhfkit.training.flops import PPOShapes, gpu_peak, measure_matmul_ceiling, mfu, ppo_phase_flops
 from rlhfkit.training.loop import make_accelerator, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.micro_batches import step_micro_batches
@@ -165,7 +167,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             # 5. KL control, on the batch mean of the summed per-token KL
             s.kl_ctl.update(stats[M.KL], ppo.batch_size)
             # 6. bookkeeping: metrics, samples, health checks, early stopping, RM refresh, checkpoint
-            stats.update(_iteration_figures(s, iteration, beta, scored.disagreement, (t0, t1, t2, t3), stats))
+            stats.update(_iteration_figures(s, iteration, beta, scored.disagreement, (t0, t1, t2, t3), stats, exp))
             if observer is not None:
                 stats.update(s.global_means(observer(rollout)))
             stop = _bookkeeping(s, iteration, stats, exp, progress)
@@ -210,6 +212,7 @@ class _PPO:
     guard: FaultGuard
     refresher: RewardRefresher | None
     collectives: Collectives
+    peak_flops: float | None = None  # per device, for the perf/*_mfu metrics
     checkpointer: Checkpointer | None = None
     writer: MetricsWriter | None = None
     logged: dict | None = None
@@ -289,6 +292,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         guard=FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration"),
         refresher=RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None,
         collectives=Collectives(device),
+        peak_flops=_peak_flops(cfg, device),
     )
     s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
                        else _reward_models(ppo.reward.model_paths, ppo, s))
@@ -355,14 +359,14 @@ def _sample(s: _PPO, picked: list[int]) -> Rollout:
 
 
 def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float, times: tuple[float, ...],
-                       stats: dict[str, float]) -> dict[str, float]:
+                       stats: dict[str, float], exp) -> dict[str, float]:
     t0, t1, t2, t3 = times
     tokens = stats[M.GENERATED_TOKENS]
     memory = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]  # KiB on Linux
     if torch.cuda.is_available():
         memory.append(torch.cuda.max_memory_allocated() / 2**20)
     peaks = s.collectives.max(torch.tensor(memory, dtype=torch.float64, device=s.device)).tolist()
-    return {
+    return {**_perf_figures(s, exp, stats[M.EPOCHS_RUN], (t1 - t0, t2 - t1, t3 - t2)),
         M.PEAK_RSS_MB: peaks[0], **({M.PEAK_GPU_MB: peaks[1]} if len(peaks) > 1 else {}),
         M.KL_COEF: beta, M.LR: s.scheduler.get_last_lr()[0], M.EPISODE: iteration * s.cfg.ppo.batch_size,
         M.ENSEMBLE_DISAGREEMENT: float(s.global_means({"d": disagreement})["d"]),
@@ -371,6 +375,44 @@ def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float
         M.TOKENS_PER_SECOND: tokens / max(t3 - t0, 1e-9),
         M.GENERATION_TOKENS_PER_SECOND: tokens / max(t1 - t0, 1e-9),
     }
+
+
+def _perf_figures(s: _PPO, exp, epochs: float, seconds: tuple[float, float, float]) -> dict[str, float]:
+    """Model FLOPs per phase over every process's rows, their MFU, and real tokens per second (training/flops.py)."""
+    critic = None if s.cfg.ppo.value_head == "shared" else shape_from_hf_config(s.accelerator.unwrap_model(s.actor_critic).critic.config)
+    rewards = tuple(shape_from_hf_config(member.model.config) for member in s.reward_source.members) \
+        if isinstance(s.reward_source, RewardModelEnsemble) else ()
+    shapes = PPOShapes(shape_from_hf_config(s.policy.config), critic, rewards)
+    q, r = exp.query_mask.sum(1), exp.response_mask.sum(1)
+    local = ppo_phase_flops(shapes, q, r, int(epochs))
+    totals = s.collectives.sum(torch.tensor([*local.values(), float((q + r).sum())], dtype=torch.float64,
+                                            device=s.device)).tolist()
+    flops, real_tokens = dict(zip(local, totals)), totals[-1]
+    generation, experience, update = seconds
+    peak = s.peak_flops * s.collectives.world_size
+    figures = {
+        M.GENERATION_TFLOP: flops["generation"] / 1e12, M.EXPERIENCE_TFLOP: flops["experience"] / 1e12,
+        M.POLICY_UPDATE_TFLOP: flops["policy_update"] / 1e12, M.CRITIC_UPDATE_TFLOP: flops["critic_update"] / 1e12,
+        M.EXPERIENCE_TOKENS_PER_SECOND: real_tokens / max(experience, 1e-9),
+        M.UPDATE_TOKENS_PER_SECOND: real_tokens * epochs / max(update, 1e-9),
+    }
+    if s.peak_flops:  # an unknown GPU: no peak, no MFU
+        figures.update({
+            M.PEAK_FLOPS: s.peak_flops,
+            M.GENERATION_MFU: mfu(flops["generation"], generation, peak),
+            M.EXPERIENCE_MFU: mfu(flops["experience"], experience, peak),
+            M.UPDATE_MFU: mfu(flops["policy_update"] + flops["critic_update"], update, peak),
+        })
+    return figures
+
+
+def _peak_flops(cfg: RunConfig, device: torch.device) -> float | None:
+    """Peak FLOP/s of one device for MFU: the configured value, a GPU's datasheet figure, or the CPU's measured ceiling."""
+    if cfg.ppo.logging.peak_flops:
+        return cfg.ppo.logging.peak_flops
+    if device.type == "cuda":
+        return gpu_peak(torch.cuda.get_device_name(device), half_precision=cfg.mixed_precision != "no")
+    return measure_matmul_ceiling() if device.type == "cpu" else None
 
 
 def _bookkeeping(s: _PPO, iteration: int, stats: dict[str, float], exp, progress) -> bool:
