@@ -86,12 +86,6 @@ class LoggingSection(Section):
     )
     tensorboard: bool = Field(False, description="Old spelling of report_to: [tensorboard]; true adds tensorboard to report_to.")
     progress: bool = Field(True, description="Show a live progress bar.")
-    peak_flops: float | None = Field(
-        None, gt=0,
-        description="PPO: peak FLOP/s of one device for the perf/*_mfu metrics. Empty: a GPU's datasheet figure "
-        "(dense bf16/fp16 with mixed precision, else fp32; rlhfkit/training/flops.py), or on a CPU the best of a few "
-        "fp32 matmuls measured at start (low, and the MFU high, while other jobs load the CPU). An unknown GPU logs no MFU.",
-    )
 
     @model_validator(mode="before")
     @classmethod

@@ -172,6 +172,17 @@ class RewardRefreshSection(Section):
         return self
 
 
+class PPOLoggingSection(LoggingSection):
+    """How PPO reports progress, and the peak its MFU metrics are measured against."""
+
+    peak_flops: float | None = Field(
+        None, gt=0,
+        description="Peak FLOP/s of one device for the perf/*_mfu metrics. Empty: a GPU's datasheet figure "
+        "(dense bf16/fp16 with mixed precision, else fp32; rlhfkit/training/flops.py), or on a CPU the best of a few "
+        "fp32 matmuls measured at start (low, and the MFU high, while other jobs load the CPU). An unknown GPU logs no MFU.",
+    )
+
+
 class PPOConfig(Section):
     """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
 
@@ -183,7 +194,7 @@ class PPOConfig(Section):
     data: DataSection = Field(default_factory=DataSection, description="Prompts: {prompt} or {messages}.")
     generation: GenerationSection = Field(default_factory=GenerationSection)
     kl: KLSection = Field(default_factory=KLSection)
-    logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
+    logging: PPOLoggingSection = Field(default_factory=lambda: PPOLoggingSection(log_every=1))
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description="Live health checks with suggestions.")
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Stop on a metric's plateau; keep the best policy.")
     checkpoint: CheckpointSection = Field(
