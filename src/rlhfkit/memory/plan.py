@@ -5,8 +5,9 @@ split their step the same way):
 
     generation   the policy samples `rollout_batch` responses: every resident model state, the
                  policy's KV cache at full length and the sampler's last-position logits;
-    experience   no-grad forwards, `mini_batch` rows at a time: policy logprobs and entropy (full
-                 logits plus fp32 working copies), reference logprobs, critic values, reward scores;
+    experience   no-grad forwards, `mini_batch` rows at a time, without KV cache: policy logprobs and
+                 entropy (response-position logits plus fp32 working copies), reference logprobs,
+                 critic values, reward scores;
     update       forward + backward + AdamW step on `mini_batch` rows: saved activations of policy
                  and critic, the logits path's backward, gradients, moments, master weights.
 
@@ -196,22 +197,24 @@ def _generation(inputs: PlanInputs, resident: list[Term]) -> Phase:
 def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term]) -> Phase:
     s, shape = inputs.settings, inputs.policy
     seq, rows, act = s.prompt_len + s.response_len, s.mini_batch, t.activation_dtype_bytes(s.precision)
-    logits = t.logits_bytes(rows, seq, shape.vocab, act)
+    # The LM head runs on the response positions only (logits_to_keep = Tr + 1), and no forward builds a
+    # KV cache (use_cache=False, models/actor_critic.py and models/scoring.py).
+    logits = t.logits_bytes(rows, s.response_len + 1, shape.vocab, act)
 
-    def forward(model: ModelShape, n: int) -> float:  # an eval-mode forward builds a KV cache (terms.kv_cache_bytes)
-        return t.kv_cache_bytes(model, n, seq, act) + t.forward_transient_bytes(model, n * seq, act)
+    def forward(model: ModelShape, n: int) -> float:
+        return t.forward_transient_bytes(model, n * seq, act)
 
     policy = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_NO_GRAD), 0)
-    if s.shared_value_head:  # experience.policy_logprobs_and_values keeps the output (every hidden state, the cache)
-        policy += t.kv_cache_bytes(shape, rows, seq, act) + (shape.n_layers + 1) * rows * seq * shape.hidden * act
+    if s.shared_value_head:  # the ActorCritic forward keeps the output's hidden states (output_hidden_states)
+        policy += (shape.n_layers + 1) * rows * seq * shape.hidden * act
     reference = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_REF), 0)
     critic = forward(inputs.critic, rows)
     reward = forward(inputs.reward, 4 * rows) if s.reward_models else 0.0
     where = f"B={rows} T={seq} V={shape.vocab}"
     candidates = [Term("policy", "forward: logits + fp32 copies", policy, where),
                   Term("reference", "forward: logits + fp32 copies", reference, where),
-                  Term("critic", "forward (with its KV cache)", critic, f"B={rows} T={seq}"),
-                  Term("reward", "forward (with its KV cache)", reward, f"B={4 * rows} T={seq}")]
+                  Term("critic", "forward", critic, f"B={rows} T={seq}"),
+                  Term("reward", "forward", reward, f"B={4 * rows} T={seq}")]
     largest = max(candidates, key=lambda term: term.bytes)  # the forwards run one after another
     frozen_back = tuple(replace(term, name=term.name + " (from host)") for term in offloaded
                         if term.model.startswith(("reference", "reward")))
