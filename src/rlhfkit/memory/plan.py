@@ -50,7 +50,7 @@ class Settings:
     grad_accum: int = 16
     prompt_len: int = 256
     response_len: int = 128  # SFT/RM: prompt_len = 0 and response_len = data.max_length
-    device: Literal["cuda", "cpu"] = "cuda"  # which AdamW implementation torch picks (terms.adam_step_temp_bytes)
+    device: Literal["cuda", "cpu"] = "cuda"  # the allowance differs (docs/memory.md)
 
 
 @dataclass(frozen=True)
@@ -264,29 +264,6 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     return [[*accumulated, policy, saved, critic], [*accumulated, *critic_grads, policy, backward]]
 
 
-def _largest_trained(inputs: PlanInputs) -> int:
-    """Elements of the largest trained tensor: a LoRA factor, else the embedding or an MLP matrix."""
-    s, shape = inputs.settings, inputs.policy
-    if s.lora_rank:
-        largest = s.lora_rank * max(max(fan_in, fan_out) for pairs in shape.linear_shapes().values() for fan_in, fan_out in pairs)
-    else:
-        largest = max(shape.vocab * shape.hidden, shape.hidden * shape.intermediate)
-    if inputs.stage == "ppo" and not s.shared_value_head:
-        largest = max(largest, inputs.critic.vocab * inputs.critic.hidden)
-    return largest
-
-
-def _adam_scratch(inputs: PlanInputs) -> list[Term]:
-    s = inputs.settings
-    if s.precision == "mixed" or s.zero_stage > 0 or s.offload_optimizer:
-        return []  # DeepSpeed's fused optimizers (its mixed precision, any ZeRO stage) update in place
-    trainable = _policy_params(inputs)[1] + (inputs.critic.scalar_head_params()
-                                             if inputs.stage == "ppo" and not s.shared_value_head else 0)
-    scratch = t.adam_step_temp_bytes(_largest_trained(inputs), trainable, s.precision, s.device)
-    how = "2 × largest tensor (CPU loop)" if s.device == "cpu" else "1 × trained params (CUDA foreach)"
-    return [Term("run", "AdamW step scratch", scratch, how)]
-
-
 def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     """The largest moment of the update: a backward moment (_backward_moments) or the optimizer
     step (every gradient, no activations)."""
@@ -300,7 +277,8 @@ def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     if inputs.stage == "ppo":
         seq = s.prompt_len + s.response_len
         extra.append(Term("run", "rollout buffers", t.rollout_buffer_bytes(s.rollout_batch, seq), "12·B·T × 8 B"))
-    step = [g for terms in by_model.values() for g in terms] + _adam_scratch(inputs)
+    # rlhfkit's AdamW is fused on CPU and CUDA (training/loop.py::make_adamw): it updates in place, no scratch
+    step = [g for terms in by_model.values() for g in terms]
     moments = [*_backward_moments(inputs, by_model), step]
     largest = max(moments, key=lambda terms: sum(x.bytes for x in terms))
     name = "update (optimizer step)" if largest is step else "update"

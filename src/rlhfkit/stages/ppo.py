@@ -86,7 +86,7 @@ from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.distributed import Collectives, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.flops import PPOShapes, gpu_peak, measure_matmul_ceiling, mfu, ppo_phase_flops
-from rlhfkit.training.loop import make_accelerator, seed_everything
+from rlhfkit.training.loop import make_accelerator, make_adamw, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.micro_batches import step_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
@@ -266,7 +266,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     steps_per_iteration = ppo.ppo_epochs * ppo.batch_size // (ppo.mini_batch_size * ppo.gradient_accumulation_steps
                                                               * accelerator.num_processes)
     total_steps = ppo.num_iterations * steps_per_iteration
-    optimizer = torch.optim.AdamW(
+    optimizer = make_adamw(
         [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": ppo.learning_rate},
          {"params": [p for p in critic.parameters() if p.requires_grad], "lr": ppo.value_learning_rate or ppo.learning_rate}],
         eps=ppo.adam_eps,
