@@ -87,12 +87,13 @@ def main() -> None:
     optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
-    counts = torch.zeros(world, dtype=torch.long)  # micro-batches each process ran (they differ under a token budget)
-    counts[rank] = len(step_micro_batches(torch.arange(share), exp.query_mask.sum(1), exp.response_mask.sum(1),
+    order = torch.randperm(share, generator=torch.Generator().manual_seed(rank))  # the (only) epoch's shuffle
+    counts = torch.zeros(world, dtype=torch.long)  # micro-batches each process runs (they differ under a token budget)
+    counts[rank] = len(step_micro_batches(order, exp.query_mask.sum(1), exp.response_mask.sum(1),
                                           args.mini, args.accumulation, args.tokens)[0])
     micro_batch_counts = collectives.sum(counts).tolist()
-    result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(rank),
-                        collectives, FaultGuard("ppo", 3), iteration=1)
+    result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator(), collectives,
+                        FaultGuard("ppo", 3), iteration=1, first_order=order)
     if accelerator.is_main_process:
         module = accelerator.unwrap_model(actor_critic)
         save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()

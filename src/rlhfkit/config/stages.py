@@ -177,7 +177,7 @@ class PPOLoggingSection(LoggingSection):
 
     peak_flops: float | None = Field(
         None, gt=0,
-        description="Peak FLOP/s of one device for the perf/*_mfu metrics. Empty: a GPU's datasheet figure "
+        description="Peak FLOP/s of one device for the timing/*_mfu metrics. Empty: a GPU's datasheet figure "
         "(dense bf16/fp16 with mixed precision, else fp32; rlhfkit/training/flops.py), or on a CPU the best of a few "
         "fp32 matmuls measured at start (low, and the MFU high, while other jobs load the CPU). An unknown GPU logs no MFU.",
     )

@@ -61,7 +61,7 @@ def perf_table(records: Sequence[Any]) -> str:
                    f"<td class=\"num\">{cell(f, '.3g')}</td><td class=\"num\">{cell(m if m is None else 100 * m, '.2f')}</td></tr>"
                    for phase, s, t, f, m in rows)
     peak = _median(records, _key(M.PEAK_FLOPS))
-    note = (f"MFU against {peak / 1e9:,.1f} GFLOP/s per device (perf/peak_flops)." if peak else
+    note = (f"MFU against {peak / 1e9:,.1f} GFLOP/s per device (timing/peak_flops)." if peak else
             "No MFU: the device's peak FLOP/s is unknown (set ppo.logging.peak_flops).")
     return ('<h3>Throughput per iteration (medians)</h3><table><thead><tr><th>phase</th><th>seconds</th>'
             '<th>tokens/s</th><th>TFLOP</th><th>MFU %</th></tr></thead>'

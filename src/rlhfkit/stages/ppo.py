@@ -212,7 +212,7 @@ class _PPO:
     guard: FaultGuard
     refresher: RewardRefresher | None
     collectives: Collectives
-    peak_flops: float | None = None  # per device, for the perf/*_mfu metrics
+    peak_flops: float | None = None  # per device, for the timing/*_mfu metrics
     checkpointer: Checkpointer | None = None
     writer: MetricsWriter | None = None
     logged: dict | None = None
