@@ -7,21 +7,20 @@ d=128, 4 heads, vocabulary 4096; random init — timing does not depend on the w
 update: mini_batch_size 16 × 1 accumulation, 4 epochs. rlhfkit's own `make_experience` and
 `ppo_update` run both ways:
 
-  padded   ppo.micro_batch_tokens empty: micro-batches of 16 rows at the batch's full width
-  budget   ppo.micro_batch_tokens = 16 × (longest prompt + longest response) by default — the
-           padded micro-batch's size, so peak activation memory does not grow — rows sorted by
-           length, cropped (training/micro_batches.py)
+  padded        ppo.micro_batch_tokens empty: micro-batches of 16 rows at the batch's full width
+  budget K      ppo.micro_batch_tokens = K: each step's rows cut into micro-batches of ≤ K real
+                tokens, each packed into one sequence (training/micro_batches.py,
+                models/response_slots.py), attention row by row (models/packed_attention.py)
+  budget K dense  (--dense-mask) the same with plain SDPA under transformers' block-diagonal
+                (N, N) mask, to show what the row-by-row attention saves
 
-Each repetition runs padded then budget, experience then update, from the same weights; the
-median over repetitions is printed, with the ratio and the losses of both (they must agree to
-float rounding). `--packed` adds one more forward-only comparison: the budget micro-batches
-packed into one sequence per micro-batch (position_ids restarting per row, no attention mask —
-transformers builds the block-diagonal mask) against the same rows cropped, to show why rlhfkit
-crops instead of packing on CPU. The load average before and after is printed: figures taken
-while other jobs share the CPU are marked contended.
+Each repetition runs every variant, experience then update, from the same weights; the median
+over repetitions is printed, with the speed-up over padded and the losses of each (they must agree
+to float rounding; the first-ratio deviation must be 0). The load average before and after is
+printed: figures taken while other jobs share the CPU are marked contended.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --repeats 5 --packed
-    OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --layers 6 --width 512 --repeats 3
+    OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --repeats 5 --budgets 160,320,640 --dense-mask
+    OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --layers 6 --width 512 --repeats 3 --budgets 640
 """
 
 from __future__ import annotations
@@ -70,7 +69,8 @@ def _timed(fn):
     return time.perf_counter() - start, value
 
 
-def run_variant(budget: int | None, rollout, actor_critic, reference, initial_state, accelerator):
+def run_variant(budget: int | None, rollout, actor_critic, reference, initial_state, accelerator,
+                attention: str = "sdpa"):
     from rlhfkit.config.stages import PPOConfig
     from rlhfkit.metric_names import M
     from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience
@@ -80,6 +80,8 @@ def run_variant(budget: int | None, rollout, actor_critic, reference, initial_st
     from rlhfkit.training.ppo_update import ppo_update
 
     actor_critic.load_state_dict(initial_state)
+    for model in (actor_critic.policy, actor_critic.critic, reference):
+        model.set_attn_implementation(attention)
     ppo = PPOConfig(batch_size=BATCH, mini_batch_size=MINI_BATCH, gradient_accumulation_steps=1, ppo_epochs=EPOCHS,
                     micro_batch_tokens=budget, learning_rate=5e-5)
     order = torch.randperm(BATCH, generator=torch.Generator().manual_seed(1))
@@ -111,6 +113,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--budgets", default=str(MINI_BATCH * (MAX_PROMPT + MAX_RESPONSE)),
                         help="comma-separated ppo.micro_batch_tokens values to compare with the padded path")
+    parser.add_argument("--dense-mask", action="store_true",
+                        help="also run each budget with plain SDPA under transformers' dense block-diagonal mask")
     args = parser.parse_args()
 
     from rlhfkit.training.loop import make_accelerator
@@ -121,21 +125,26 @@ def main() -> None:
     initial = {k: v.clone() for k, v in actor_critic.state_dict().items()}
     rollout = variable_rollout(args.vocab)
     real = int(rollout.attention_mask.sum())
-    variants = [("padded", None)] + [(f"budget {b}", int(b)) for b in args.budgets.split(",")]
+    import rlhfkit.models.packed_attention  # noqa: F401 - registers the row-by-row attention
+
+    variants = [("padded", None, "sdpa")] + [(f"budget {b}", int(b), "rlhfkit_packed") for b in args.budgets.split(",")]
+    if args.dense_mask:
+        variants += [(f"budget {b} dense", int(b), "sdpa") for b in args.budgets.split(",")]
     print(f"workload: {BATCH} episodes, {real} real tokens of {rollout.attention_mask.numel()} padded "
           f"({real / rollout.attention_mask.numel():.0%}); GPT-2 {args.layers}L d={args.width} V={args.vocab}; "
           f"mini-batch {MINI_BATCH}, {EPOCHS} epochs; torch threads {torch.get_num_threads()}; {args.repeats} repeats")
-    times = {name: {"experience": [], "update": []} for name, _ in variants}
+    times = {name: {"experience": [], "update": []} for name, _, _ in variants}
     losses = {}
     for _ in range(args.repeats):  # interleaved A/B
-        for name, budget in variants:
-            t_exp, t_upd, losses[name], logprob_sum = run_variant(budget, rollout, actor_critic, reference, initial, accelerator)
+        for name, budget, attention in variants:
+            t_exp, t_upd, losses[name], logprob_sum = run_variant(budget, rollout, actor_critic, reference, initial,
+                                                                  accelerator, attention)
             times[name]["experience"].append(t_exp)
             times[name]["update"].append(t_upd)
             losses[name]["sum of old logprobs"] = logprob_sum
     med = {name: {phase: statistics.median(v) for phase, v in phases.items()} for name, phases in times.items()}
     print(f"{'variant':<14}{'experience s':>14}{'speed-up':>10}{'update s':>12}{'speed-up':>10}   losses (policy, value), first-ratio dev")
-    for name, _ in variants:
+    for name, _, _ in variants:
         m, base = med[name], med["padded"]
         stats = losses[name]
         print(f"{name:<14}{m['experience']:>14.3f}{base['experience'] / m['experience']:>9.2f}×{m['update']:>12.3f}"

@@ -40,7 +40,7 @@ def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     positions Tq−1 … Tq+Tr−2), (1, M, V) for packed slots (models/response_slots.py)."""
     slots = _slots(input_ids, response)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask, slots),
-                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids.shape[1])).logits
+                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), **slots.attention_kwargs()).logits
     return slots.pick_kept(logits)
 
 
@@ -82,7 +82,8 @@ class ActorCritic(nn.Module):
         slots = _slots(input_ids, response)
         position_ids = _position_ids(attention_mask, slots)
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                          logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), output_hidden_states=self.shared_head)
+                          logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), output_hidden_states=self.shared_head,
+                          **slots.attention_kwargs())
         logits = slots.pick_kept(out.logits)
         logprobs = slots.to_grid(logprobs_from_logits(logits, slots.targets(input_ids), temperature))
         entropy = slots.to_grid(entropy_from_logits(logits, temperature))
@@ -91,6 +92,6 @@ class ActorCritic(nn.Module):
         else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)
             backbone = getattr(self.critic, self.critic.base_model_prefix)
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False).last_hidden_state
+                              use_cache=False, **slots.attention_kwargs()).last_hidden_state
             values = self.critic.score(slots.pick(hidden)).squeeze(-1)
         return ActorCriticOutput(logprobs, entropy, slots.to_grid(values.float()))

@@ -30,6 +30,17 @@ class ResponseSlots(NamedTuple):
     cols: torch.Tensor | None = None  # packed: (M,) its response index t
     position_ids: torch.Tensor | None = None  # packed: (1, N) restarting per row
     batch: int = 0  # packed: B, rows of the output grid
+    cu_seq_lens: torch.Tensor | None = None  # packed: (B + 1,) int32 row boundaries in the sequence
+
+    def attention_kwargs(self) -> dict:
+        """transformers' FlashAttentionKwargs for a packed sequence: flash-attention's variable-length
+        kernels and rlhfkit's packed SDPA (models/packed_attention.py) read the row boundaries from them;
+        plain SDPA ignores them and masks (the block-diagonal mask from the position ids)."""
+        if not self.is_packed:
+            return {}
+        longest = int((self.cu_seq_lens[1:] - self.cu_seq_lens[:-1]).max())
+        return {"cu_seq_lens_q": self.cu_seq_lens, "cu_seq_lens_k": self.cu_seq_lens,
+                "max_length_q": longest, "max_length_k": longest}
 
     @classmethod
     def padded(cls, query_length: int, response_length: int) -> "ResponseSlots":
@@ -82,6 +93,7 @@ def packed_rows(query_ids: torch.Tensor, query_mask: torch.Tensor, response_ids:
     rows = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), r_len)
     cols = torch.arange(len(rows), device=ids.device) - (r_len.cumsum(0) - r_len)[rows]
     positions = offsets[rows] + q_len[rows] - 1 + cols  # the token before response token `cols` of row `rows`
+    cu_seq_lens = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).int()
     slots = ResponseSlots(width=response_ids.shape[1], positions=positions, rows=rows, cols=cols,
-                          position_ids=position_ids.unsqueeze(0), batch=len(ids))
+                          position_ids=position_ids.unsqueeze(0), batch=len(ids), cu_seq_lens=cu_seq_lens)
     return ids[real].unsqueeze(0), slots

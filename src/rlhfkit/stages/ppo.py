@@ -66,6 +66,7 @@ from rlhfkit.models.load import (
     save_pretrained_atomic,
 )
 from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged
+from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
 from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher
 from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores
@@ -255,6 +256,9 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         critic = SharedValueHead.for_policy(policy)
     else:
         critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
+    if ppo.micro_batch_tokens is not None:  # packed micro-batches: attention row by row, not under a dense (N, N) mask
+        for model in (policy, reference, critic):
+            use_packed_attention(model)
     if ppo.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
         if not isinstance(critic, SharedValueHead):

@@ -10,6 +10,7 @@ from rlhfkit.config.stages import PPOConfig
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience
 from rlhfkit.rollout.types import Experience, Rollout
 from rlhfkit.training.distributed import Collectives
@@ -102,6 +103,9 @@ def models(tiny_model_dir):
 
 def _experience(models, budget: int | None, order: torch.Tensor) -> tuple[Experience, ActorCritic]:
     actor_critic, reference = models()
+    if budget is not None:
+        for model in (actor_critic.policy, actor_critic.critic, reference):
+            use_packed_attention(model)
     rollout = _rollout(actor_critic.policy.config.vocab_size)
     if budget is None:
         batches = contiguous_chunks(BATCH, 4)
@@ -163,9 +167,11 @@ def test_packed_rows_by_hand():
     assert torch.equal(slots.logits_to_keep(9), slots.positions)
 
 
-def test_packed_rows_do_not_see_each_other(models):
-    """The block-diagonal mask transformers builds from restarting position ids: each row's logits in
-    the pack equal that row alone (a pack whose rows attended to each other would fail this)."""
+@pytest.mark.parametrize("attention", ["sdpa", "rlhfkit_packed"])
+def test_packed_rows_do_not_see_each_other(models, attention):
+    """transformers' block-diagonal mask from restarting position ids (sdpa), or rlhfkit's row-by-row
+    SDPA (rlhfkit_packed): each row's logits in the pack equal that row alone (a pack whose rows attended
+    to each other would fail this)."""
     from rlhfkit.models.actor_critic import response_logprobs
     from rlhfkit.models.response_slots import packed_rows
 
@@ -173,6 +179,7 @@ def test_packed_rows_do_not_see_each_other(models):
     rids, rmask = torch.tensor([[9, 2, 1], [3, 1, 1]]), torch.tensor([[1, 1, 0], [1, 0, 0]])
     ids, slots = packed_rows(qids, qmask, rids, rmask)
     tiny_policy = models()[0].policy
+    tiny_policy.set_attn_implementation(attention)  # the block-diagonal mask, or models/packed_attention.py row by row
     with torch.no_grad():
         packed = response_logprobs(tiny_policy, ids, None, slots, 0.7)
         for row in range(2):
