@@ -212,11 +212,11 @@ class PPOConfig(Section):
     gradient_accumulation_steps: int = Field(16, gt=0, description="Mini-batches per optimiser step.")
     micro_batch_tokens: int | None = Field(
         None, gt=0,
-        description="Token budget per forward (experience and update): each optimiser step's mini_batch_size × "
-        "gradient_accumulation_steps episodes are sorted by length and cut into micro-batches of at most this many "
-        "tokens, rows × (longest prompt + longest response), the all-padding columns dropped. Same optimiser steps, "
-        "less padding computed. Empty: fixed micro-batches of mini_batch_size rows, padded to the whole batch's "
-        "width. Not with DeepSpeed.",
+        description="Padding-free batching: each optimiser step's mini_batch_size × gradient_accumulation_steps "
+        "episodes go through the experience and update forwards as micro-batches of at most this many real tokens "
+        "(prompt + response up to EOS), each packed into one sequence with no padding. Same optimiser steps, same "
+        "losses up to float rounding; a few hundred to a few thousand tokens (bench/padding_free.py compares budgets). "
+        "Empty: fixed micro-batches of mini_batch_size rows, padded. Not with DeepSpeed.",
     )
     ppo_epochs: int = Field(4, gt=0, description="Passes over each rollout batch, reshuffled each time.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip.")

@@ -10,7 +10,7 @@
 Step 1 needs the models; steps 2–3 are the pure function `rewards_and_advantages`.
 Forward passes run over the micro-batches the caller gives: with a fixed row count, consecutive
 chunks of the mini-batch size the update uses (every chunk the same padded shape); with a token
-budget, exactly the micro-batches of the update's first epoch (training/micro_batches.py), cropped
+budget, exactly the micro-batches of the update's first epoch (training/micro_batches.py), packed
 the same way. Either way the first PPO micro-batch reproduces these logprobs bit for bit (ratio
 exactly 1, N+ detail 6). The per-token outputs are 0 on padding.
 

@@ -12,10 +12,10 @@ all (models/response_slots.py). A row longer than K alone is a micro-batch of it
 loss is a token sum over its rows divided by the step's token count (training/ppo_update.py), so
 how its rows are grouped changes the result only by float rounding.
 
-K bounds the attention cost too: on CPU (SDPA with the block-diagonal mask transformers builds
-for packed rows) attention over a packed micro-batch costs K² rather than Σ length², so a K of a
-few times the typical row length is right there; flash-attention's variable-length kernels
-(GPUs) have no such term. bench/padding_free.py measures both.
+Packed rows attend row by row (models/packed_attention.py on SDPA, flash-attention's
+variable-length kernels on GPUs), so K bounds memory, not the attention cost; under plain SDPA
+with transformers' dense block-diagonal mask attention would cost K² per micro-batch
+(bench/padding_free.py --dense-mask measures that).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ An optimiser step takes `mini_batch_size` × `gradient_accumulation_steps` episo
 They go through the models as `gradient_accumulation_steps` micro-batches of `mini_batch_size`
 rows, through accelerate's `accumulate` / `backward` / `clip_grad_norm_`, so DDP, FSDP and
 DeepSpeed synchronise the gradients and `mixed_precision` applies — or, with
-`ppo.micro_batch_tokens`, as length-sorted micro-batches cropped of their padding within that
-token budget (training/micro_batches.py), their count varying per step and process: all but the
-last under `no_sync`, the last one syncing (not DeepSpeed, whose engine counts micro-batches).
+`ppo.micro_batch_tokens`, as micro-batches of at most that many real tokens, each packed into one
+sequence without padding (training/micro_batches.py), their count varying per step and process:
+all but the last under `no_sync`, the last one syncing (not DeepSpeed, whose engine counts them).
 
 Loss aggregation — the gradient of an optimiser step is that of the token mean over every valid
 response token of the whole step: all its micro-batches on all processes. Each micro-batch's loss
@@ -101,7 +101,7 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
             norm_by = step_tokens[step] / scale
             for k, rows in enumerate(step_batches):
                 mb = exp.select(rows)
-                mb = mb.cropped() if budget is not None else mb
+                mb = mb.cropped() if budget is not None else mb  # loss tensors only as wide as the longest response
                 mask = mb.response_mask.float()
                 last = k == len(step_batches) - 1
                 with _micro_batch_sync(accelerator, actor_critic, fixed_count=budget is None, last=last):
