@@ -52,7 +52,6 @@ from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import PPOConfig, RunConfig
 from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.diagnostics import EarlyStopper, TrainingMonitor, plan_actions
-from rlhfkit.memory.shapes import shape_from_hf_config
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import (
@@ -86,7 +85,6 @@ from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_re
 from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.distributed import Collectives, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
-from rlhfkit.training.flops import PPOShapes, gpu_peak, measure_matmul_ceiling, mfu, ppo_phase_flops
 from rlhfkit.training.loop import make_accelerator, make_adamw, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.micro_batches import step_micro_batches
@@ -94,6 +92,7 @@ from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.progress import StageProgress, console
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 from rlhfkit.training.signals import stop_at_safe_points
+from rlhfkit.training.throughput import iteration_figures, peak_flops, ppo_shapes
 
 Observer = Callable[[Rollout], dict[str, float]]
 
@@ -296,7 +295,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         guard=FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration"),
         refresher=RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None,
         collectives=Collectives(device),
-        peak_flops=_peak_flops(cfg, device),
+        peak_flops=peak_flops(ppo.logging.peak_flops, device, half_precision=cfg.mixed_precision != "no"),
     )
     s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
                        else _reward_models(ppo.reward.model_paths, ppo, s))
@@ -370,7 +369,12 @@ def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float
     if torch.cuda.is_available():
         memory.append(torch.cuda.max_memory_allocated() / 2**20)
     peaks = s.collectives.max(torch.tensor(memory, dtype=torch.float64, device=s.device)).tolist()
-    return {**_perf_figures(s, exp, stats[M.EPOCHS_RUN], (t1 - t0, t2 - t1, t3 - t2)),
+    critic = None if s.cfg.ppo.value_head == "shared" else s.accelerator.unwrap_model(s.actor_critic).critic
+    members = [m.model for m in s.reward_source.members] if isinstance(s.reward_source, RewardModelEnsemble) else []
+    perf = iteration_figures(ppo_shapes(s.policy, critic, members), exp.query_mask.sum(1), exp.response_mask.sum(1),
+                             stats[M.EPOCHS_RUN], (t1 - t0, t2 - t1, t3 - t2), s.peak_flops,
+                             s.collectives.world_size, s.collectives.sum)
+    return {**perf,
         M.PEAK_RSS_MB: peaks[0], **({M.PEAK_GPU_MB: peaks[1]} if len(peaks) > 1 else {}),
         M.KL_COEF: beta, M.LR: s.scheduler.get_last_lr()[0], M.EPISODE: iteration * s.cfg.ppo.batch_size,
         M.ENSEMBLE_DISAGREEMENT: float(s.global_means({"d": disagreement})["d"]),
@@ -379,44 +383,6 @@ def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float
         M.TOKENS_PER_SECOND: tokens / max(t3 - t0, 1e-9),
         M.GENERATION_TOKENS_PER_SECOND: tokens / max(t1 - t0, 1e-9),
     }
-
-
-def _perf_figures(s: _PPO, exp, epochs: float, seconds: tuple[float, float, float]) -> dict[str, float]:
-    """Model FLOPs per phase over every process's rows, their MFU, and real tokens per second (training/flops.py)."""
-    critic = None if s.cfg.ppo.value_head == "shared" else shape_from_hf_config(s.accelerator.unwrap_model(s.actor_critic).critic.config)
-    rewards = tuple(shape_from_hf_config(member.model.config) for member in s.reward_source.members) \
-        if isinstance(s.reward_source, RewardModelEnsemble) else ()
-    shapes = PPOShapes(shape_from_hf_config(s.policy.config), critic, rewards)
-    q, r = exp.query_mask.sum(1), exp.response_mask.sum(1)
-    local = ppo_phase_flops(shapes, q, r, int(epochs))
-    totals = s.collectives.sum(torch.tensor([*local.values(), float((q + r).sum())], dtype=torch.float64,
-                                            device=s.device)).tolist()
-    flops, real_tokens = dict(zip(local, totals)), totals[-1]
-    generation, experience, update = seconds
-    peak = s.peak_flops * s.collectives.world_size
-    figures = {
-        M.GENERATION_TFLOP: flops["generation"] / 1e12, M.EXPERIENCE_TFLOP: flops["experience"] / 1e12,
-        M.POLICY_UPDATE_TFLOP: flops["policy_update"] / 1e12, M.CRITIC_UPDATE_TFLOP: flops["critic_update"] / 1e12,
-        M.EXPERIENCE_TOKENS_PER_SECOND: real_tokens / max(experience, 1e-9),
-        M.UPDATE_TOKENS_PER_SECOND: real_tokens * epochs / max(update, 1e-9),
-    }
-    if s.peak_flops:  # an unknown GPU: no peak, no MFU
-        figures.update({
-            M.PEAK_FLOPS: s.peak_flops,
-            M.GENERATION_MFU: mfu(flops["generation"], generation, peak),
-            M.EXPERIENCE_MFU: mfu(flops["experience"], experience, peak),
-            M.UPDATE_MFU: mfu(flops["policy_update"] + flops["critic_update"], update, peak),
-        })
-    return figures
-
-
-def _peak_flops(cfg: RunConfig, device: torch.device) -> float | None:
-    """Peak FLOP/s of one device for MFU: the configured value, a GPU's datasheet figure, or the CPU's measured ceiling."""
-    if cfg.ppo.logging.peak_flops:
-        return cfg.ppo.logging.peak_flops
-    if device.type == "cuda":
-        return gpu_peak(torch.cuda.get_device_name(device), half_precision=cfg.mixed_precision != "no")
-    return measure_matmul_ceiling() if device.type == "cpu" else None
 
 
 def _bookkeeping(s: _PPO, iteration: int, stats: dict[str, float], exp, progress) -> bool:
