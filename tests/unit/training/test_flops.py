@@ -69,3 +69,19 @@ def test_gpu_peaks_and_mfu():
 def test_matmul_ceiling_is_a_plausible_cpu_rate():
     flops = measure_matmul_ceiling(size=256, repeats=2)
     assert 1e8 < flops < 1e14  # 0.1 GFLOP/s … 100 TFLOP/s: a number, not a placeholder
+
+
+def test_iteration_figures_by_hand():
+    from rlhfkit.metric_names import M
+    from rlhfkit.training.throughput import iteration_figures
+
+    q, r = torch.tensor([1]), torch.tensor([2])
+    policy, critic = 288 + 48 + 80, 288 + 48  # as in test_ppo_phase_flops_by_hand
+    figures = iteration_figures(PPOShapes(GPT2, GPT2, ()), q, r, epochs=4, seconds=(2.0, 4.0, 8.0), peak=100.0,
+                                world_size=2, all_sum=lambda t: t * 2)  # two processes with the same rows
+    assert figures[M.GENERATION_TFLOP] == 2 * policy / 1e12
+    assert figures[M.GENERATION_MFU] == 2 * policy / (2.0 * 100.0 * 2)  # global FLOPs / (s × peak × processes)
+    assert figures[M.UPDATE_MFU] == 2 * 12 * (policy + critic) / (8.0 * 100.0 * 2)
+    assert figures[M.EXPERIENCE_TOKENS_PER_SECOND] == 2 * 3 / 4.0 and figures[M.UPDATE_TOKENS_PER_SECOND] == 2 * 3 * 4 / 8.0
+    no_peak = iteration_figures(PPOShapes(GPT2, None, ()), q, r, 1, (1.0, 1.0, 1.0), None, 1, lambda t: t)
+    assert M.GENERATION_MFU not in no_peak and M.PEAK_FLOPS not in no_peak  # an unknown GPU logs no MFU
