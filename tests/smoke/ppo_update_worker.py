@@ -23,6 +23,7 @@ from rlhfkit.algos.masked import masked_whiten
 from rlhfkit.config.stages import PPOConfig
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives
@@ -83,6 +84,9 @@ def main() -> None:
     local_error = (whitened - expected)[exp.response_mask.bool()].abs().max()
     whitening_error = float(collectives.max(local_error))  # the worst shard
 
+    if args.tokens:  # as the PPO stage does under a token budget: packed rows attend row by row
+        use_packed_attention(policy)
+        use_packed_attention(critic)
     actor_critic = ActorCritic(policy, critic)
     optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
