@@ -61,6 +61,19 @@ class M:
     TIME_COLLECTIVES = "timing/collectives"  # time spent in cross-process reductions (update excluded)
     TOKENS_PER_SECOND = "timing/tokens_per_second"  # generated tokens / whole iteration time
     GENERATION_TOKENS_PER_SECOND = "timing/generation_tokens_per_second"
+    # perf/ — model FLOPs per phase over the real tokens of every process (training/flops.py); timing/ — their MFU
+    # against timing/peak_flops × processes, and real tokens per second. The update is timed as one phase: policy and
+    # critic share its forward and backward.
+    GENERATION_TFLOP = "perf/generation_tflop"
+    EXPERIENCE_TFLOP = "perf/experience_tflop"  # policy + reference + critic + reward-model forwards
+    POLICY_UPDATE_TFLOP = "perf/policy_update_tflop"
+    CRITIC_UPDATE_TFLOP = "perf/critic_update_tflop"
+    PEAK_FLOPS = "timing/peak_flops"  # per device: ppo.logging.peak_flops, a GPU's datasheet peak, or the measured CPU matmul ceiling
+    GENERATION_MFU = "timing/generation_mfu"
+    EXPERIENCE_MFU = "timing/experience_mfu"  # over timing/scoring (reward scoring + experience forwards + GAE)
+    UPDATE_MFU = "timing/update_mfu"  # policy + critic update FLOPs over timing/training
+    EXPERIENCE_TOKENS_PER_SECOND = "timing/experience_tokens_per_second"  # real (prompt + response) tokens / timing/scoring
+    UPDATE_TOKENS_PER_SECOND = "timing/update_tokens_per_second"  # real tokens × epochs run / timing/training
     # memory/ — peaks so far, the largest over the processes
     PEAK_RSS_MB = "memory/peak_rss_mb"  # resident set of the process (interpreter and libraries included)
     PEAK_GPU_MB = "memory/peak_gpu_allocated_mb"  # torch.cuda.max_memory_allocated, on GPUs only

@@ -2,6 +2,7 @@
 
     python ppo_update_worker.py MODEL_DIR OUT_FILE --mini 64 --accumulation 1
     torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --accumulation 1
+    torchrun --nproc_per_node 2 ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32 --tokens 40
     RLHFKIT_FSDP_ON_CPU=1 accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 2 \
         ppo_update_worker.py MODEL_DIR OUT_FILE --mini 32      (FSDP2 over gloo)
     accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes 2 \
@@ -26,11 +27,13 @@ from rlhfkit.algos.masked import masked_whiten
 from rlhfkit.config.stages import PPOConfig
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.load import disable_dropout, load_causal_lm, load_reward_model, load_tokenizer
+from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.rollout.types import Experience
 from rlhfkit.training.distributed import Collectives, configure_deepspeed
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
+from rlhfkit.training.micro_batches import step_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.sharded import whole_weights
 
@@ -63,11 +66,12 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--mini", type=int, required=True)
     parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=None, help="ppo.micro_batch_tokens (empty: fixed micro-batches)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     ppo = PPOConfig(batch_size=BATCH, mini_batch_size=args.mini, gradient_accumulation_steps=args.accumulation,
-                    ppo_epochs=1, max_grad_norm=None, vf_coef=0.5, entropy_coef=0.01, clip_range_value=0.2)
+                    micro_batch_tokens=args.tokens, ppo_epochs=1, max_grad_norm=None, vf_coef=0.5, entropy_coef=0.01, clip_range_value=0.2)
     accelerator = make_accelerator("auto", "no", args.accumulation)
     world, rank = accelerator.num_processes, accelerator.process_index
     sharded = accelerator.distributed_type.value
@@ -86,13 +90,21 @@ def main() -> None:
     local_error = (whitened - expected)[exp.response_mask.bool()].abs().max()
     whitening_error = float(collectives.max(local_error))  # the worst shard
 
+    if args.tokens:  # as the PPO stage does under a token budget: packed rows attend row by row
+        use_packed_attention(policy)
+        use_packed_attention(critic)
     actor_critic = ActorCritic(policy, critic)
     optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     configure_deepspeed(accelerator, args.mini, args.accumulation, ppo.max_grad_norm)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
-    result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(rank),
-                        collectives, FaultGuard("ppo", 3), iteration=1)
+    order = torch.randperm(share, generator=torch.Generator().manual_seed(rank))  # the (only) epoch's shuffle
+    counts = torch.zeros(world, dtype=torch.long)  # micro-batches each process runs (they differ under a token budget)
+    counts[rank] = len(step_micro_batches(order, exp.query_mask.sum(1), exp.response_mask.sum(1),
+                                          args.mini, args.accumulation, args.tokens)[0])
+    micro_batch_counts = collectives.sum(counts).tolist()
+    result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator(), collectives,
+                        FaultGuard("ppo", 3), iteration=1, first_order=order)
     module = accelerator.unwrap_model(actor_critic)
     weights = whole_weights(accelerator, module) or module.state_dict()  # FSDP: gathered from the shards
     if accelerator.is_main_process:
@@ -100,7 +112,7 @@ def main() -> None:
                    if "lm_head" not in k}, args.out)  # lm_head is tied to the embeddings
         with open(args.out + ".json", "w") as handle:
             json.dump({"whitening_error": whitening_error, "fault": result.fault, "stats": result.stats, "world": world,
-                       "distributed_type": sharded}, handle)
+                       "distributed_type": sharded, "micro_batches": micro_batch_counts}, handle)
     accelerator.wait_for_everyone()
 
 

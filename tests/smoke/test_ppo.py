@@ -198,3 +198,35 @@ def test_samples_per_prompt_repeats_each_prompt(tmp_path, tiny_model_dir, prompt
         assert len(batch) == 16 and set(counts.values()) == {4} and len(counts) == 4
     with pytest.raises(ConfigError, match="samples_per_prompt"):
         _config(tiny_model_dir, prompts_file, "ppo.samples_per_prompt=3")
+
+
+def test_ppo_with_a_token_budget_learns_and_logs_flops(tmp_path, tiny_model_dir, prompts_file, reward_fns):
+    """ppo.micro_batch_tokens: packed micro-batches in the experience and the update; the first
+    micro-batch stays on-policy bit for bit, the reward is learnt, and the perf/ and timing/ figures are logged."""
+    iterations = 15
+    cfg = _config(tiny_model_dir, prompts_file, f"ppo.num_iterations={iterations}", "ppo.learning_rate=5e-3",
+                  "ppo.kl.adaptive=false", "ppo.kl.kl_coef=0.05", "ppo.micro_batch_tokens=40")
+    out = tmp_path / "ppo"
+    ppo_stage.run(cfg, out)
+    metrics = _iterations(out)
+    assert [m["policy/first_minibatch_ratio_dev"] for m in metrics] == [0.0] * iterations
+    scores = [m["objective/scores"] for m in metrics]
+    assert _mean(scores[-3:]) >= _mean(scores[:3]) + 2.0, f"no learning: scores {scores}"
+    for m in metrics:
+        assert m["timing/peak_flops"] > 1e8  # the CPU matmul ceiling, measured at start
+        for phase in ("generation", "experience", "update"):
+            assert 0 < m[f"timing/{phase}_mfu"] < 1, (phase, m[f"timing/{phase}_mfu"])
+        # 4 epochs × 3 (forward + backward) = 12 policy forwards, each the generation phase's count
+        assert m["perf/policy_update_tflop"] == pytest.approx(12 * m["perf/generation_tflop"], rel=1e-9)
+        assert m["perf/critic_update_tflop"] > 0 and m["timing/update_tokens_per_second"] > 0
+
+
+def test_a_token_budget_is_refused_under_deepspeed():
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.config.stages import PPOConfig
+
+    ppo = PPOConfig(batch_size=8, mini_batch_size=4, gradient_accumulation_steps=2, micro_batch_tokens=64)
+    with pytest.raises(ConfigError, match="micro_batch_tokens does not work with DeepSpeed"):
+        ppo_stage.check_data_parallel(ppo, 1, DistributedType.DEEPSPEED)
+    ppo_stage.check_data_parallel(ppo, 1, DistributedType.MULTI_GPU)  # DDP takes it

@@ -50,11 +50,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _update(model_dir: Path, out: Path, processes: int, mini: int, accumulation: int = 1,
-            engine: str | None = None) -> tuple[dict, dict]:
+            engine: str | None = None, tokens: int | None = None) -> tuple[dict, dict]:
     """engine: None (DDP, or one process), or a launch config in configs/accelerate (fsdp: FSDP2 on CPU
     processes, training/distributed.py::fsdp_on_cpu; zero2 / zero3: DeepSpeed on its CPU accelerator)."""
     worker = [str(HERE / "ppo_update_worker.py"), str(model_dir), str(out), "--mini", str(mini),
-              "--accumulation", str(accumulation)]
+              "--accumulation", str(accumulation), *(["--tokens", str(tokens)] if tokens else [])]
     if engine is not None:
         cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(CONFIGS / f"{engine}.yaml"),
                "--num_processes", str(processes), "--main_process_port", str(_free_port()), *worker]
@@ -98,6 +98,21 @@ def test_one_update_under_a_sharding_engine_equals_one_process(tmp_path, tiny_mo
     assert sharded.keys() == single.keys()
     for name, tensor in single.items():
         torch.testing.assert_close(sharded[name], tensor, atol=2e-6, rtol=1e-5, msg=f"{engine}, 2 processes × 32: {name}")
+
+
+def test_a_token_budget_takes_the_same_step_in_one_and_two_processes(tmp_path, tiny_model_dir):
+    """ppo.micro_batch_tokens: each process cuts its 32 rows into length-sorted, cropped micro-batches
+    of ≤ 40 tokens — a different number on each process (all but the last under no_sync) — and the
+    step equals the padded single-process one."""
+    single, info1 = _update(tiny_model_dir, tmp_path / "one.safetensors", 1, mini=64)
+    budget, info2 = _update(tiny_model_dir, tmp_path / "two.safetensors", 2, mini=32, tokens=40)
+    assert info1["fault"] is info2["fault"] is None
+    counts = info2["micro_batches"]
+    assert len(counts) == 2 and min(counts) > 1 and counts[0] != counts[1], counts  # the case that needs care
+    for name, tensor in single.items():
+        torch.testing.assert_close(budget[name], tensor, atol=2e-6, rtol=1e-5, msg=f"2 processes, token budget: {name}")
+    for key in ("loss/policy_avg", "loss/value_avg", "policy/clipfrac_avg", "val/ratio"):
+        assert info2["stats"][key] == pytest.approx(info1["stats"][key], rel=1e-5, abs=1e-6), key
 
 
 def test_advantages_whitened_across_processes_equal_the_whole_batch(tmp_path, tiny_model_dir):

@@ -215,6 +215,17 @@ class PPOEvalSection(Section):
     num_prompts: int | None = Field(None, gt=0, description="Held-out prompts per evaluation; empty: eval.num_prompts.")
 
 
+class PPOLoggingSection(LoggingSection):
+    """How PPO reports progress, and the peak its MFU metrics are measured against."""
+
+    peak_flops: float | None = Field(
+        None, gt=0,
+        description="Peak FLOP/s of one device for the timing/*_mfu metrics. Empty: a GPU's datasheet figure "
+        "(dense bf16/fp16 with mixed precision, else fp32; rlhfkit/training/flops.py), or on a CPU the best of a few "
+        "fp32 matmuls measured at start (low, and the MFU high, while other jobs load the CPU). An unknown GPU logs no MFU.",
+    )
+
+
 class PPOConfig(Section):
     """Stage 3: PPO against the reward model, with a frozen reference and a value model."""
 
@@ -226,7 +237,7 @@ class PPOConfig(Section):
     data: DataSection = Field(default_factory=DataSection, description="Prompts: {prompt} or {messages}.")
     generation: GenerationSection = Field(default_factory=GenerationSection)
     kl: KLSection = Field(default_factory=KLSection)
-    logging: LoggingSection = Field(default_factory=lambda: LoggingSection(log_every=1))
+    logging: PPOLoggingSection = Field(default_factory=lambda: PPOLoggingSection(log_every=1))
     diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description="Live health checks with suggestions.")
     eval: PPOEvalSection = Field(default_factory=PPOEvalSection, description="Held-out evaluation every N iterations.")
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Stop on a metric's plateau; keep the best policy.")
@@ -243,6 +254,14 @@ class PPOConfig(Section):
     batch_size: int = Field(64, gt=0, description="Episodes (prompt, response) per iteration.")
     mini_batch_size: int = Field(4, gt=0, description="Episodes per forward/backward pass.")
     gradient_accumulation_steps: int = Field(16, gt=0, description="Mini-batches per optimiser step.")
+    micro_batch_tokens: int | None = Field(
+        None, gt=0,
+        description="Padding-free batching: each optimiser step's mini_batch_size × gradient_accumulation_steps "
+        "episodes go through the experience and update forwards as micro-batches of at most this many real tokens "
+        "(prompt + response up to EOS), each packed into one sequence with no padding. Same optimiser steps, same "
+        "losses up to float rounding; a few hundred to a few thousand tokens (bench/padding_free.py compares budgets). "
+        "Empty: fixed micro-batches of mini_batch_size rows, padded. Not with DeepSpeed.",
+    )
     ppo_epochs: int = Field(4, gt=0, description="Passes over each rollout batch, reshuffled each time.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations of the policy and critic in the backward pass: less memory, about a third more compute.")

@@ -5,8 +5,9 @@ split their step the same way):
 
     generation   the policy samples `rollout_batch` responses: every resident model state, the
                  policy's KV cache at full length and the sampler's last-position logits;
-    experience   no-grad forwards, `mini_batch` rows at a time: policy logprobs and entropy (full
-                 logits plus fp32 working copies), reference logprobs, critic values, reward scores;
+    experience   no-grad forwards, `mini_batch` rows at a time, without KV cache: policy logprobs and
+                 entropy (response-position logits plus fp32 working copies), reference logprobs,
+                 critic values, reward scores;
     update       forward + backward + AdamW step on `mini_batch` rows: saved activations of policy
                  and critic, the logits path's backward, gradients, moments, master weights.
 
@@ -49,7 +50,7 @@ class Settings:
     grad_accum: int = 16
     prompt_len: int = 256
     response_len: int = 128  # SFT/RM: prompt_len = 0 and response_len = data.max_length
-    device: Literal["cuda", "cpu"] = "cuda"  # which AdamW implementation torch picks (terms.adam_step_temp_bytes)
+    device: Literal["cuda", "cpu"] = "cuda"  # the allowance differs (docs/memory.md)
 
 
 @dataclass(frozen=True)
@@ -196,22 +197,24 @@ def _generation(inputs: PlanInputs, resident: list[Term]) -> Phase:
 def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term]) -> Phase:
     s, shape = inputs.settings, inputs.policy
     seq, rows, act = s.prompt_len + s.response_len, s.mini_batch, t.activation_dtype_bytes(s.precision)
-    logits = t.logits_bytes(rows, seq, shape.vocab, act)
+    # The LM head runs on the response positions only (logits_to_keep = Tr + 1), and no forward builds a
+    # KV cache (use_cache=False, models/actor_critic.py and models/scoring.py).
+    logits = t.logits_bytes(rows, s.response_len + 1, shape.vocab, act)
 
-    def forward(model: ModelShape, n: int) -> float:  # an eval-mode forward builds a KV cache (terms.kv_cache_bytes)
-        return t.kv_cache_bytes(model, n, seq, act) + t.forward_transient_bytes(model, n * seq, act)
+    def forward(model: ModelShape, n: int) -> float:
+        return t.forward_transient_bytes(model, n * seq, act)
 
     policy = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_NO_GRAD), 0)
-    if s.shared_value_head:  # experience.policy_logprobs_and_values keeps the output (every hidden state, the cache)
-        policy += t.kv_cache_bytes(shape, rows, seq, act) + (shape.n_layers + 1) * rows * seq * shape.hidden * act
+    if s.shared_value_head:  # the ActorCritic forward keeps the output's hidden states (output_hidden_states)
+        policy += (shape.n_layers + 1) * rows * seq * shape.hidden * act
     reference = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_REF), 0)
     critic = forward(inputs.critic, rows)
     reward = forward(inputs.reward, 4 * rows) if s.reward_models else 0.0
     where = f"B={rows} T={seq} V={shape.vocab}"
     candidates = [Term("policy", "forward: logits + fp32 copies", policy, where),
                   Term("reference", "forward: logits + fp32 copies", reference, where),
-                  Term("critic", "forward (with its KV cache)", critic, f"B={rows} T={seq}"),
-                  Term("reward", "forward (with its KV cache)", reward, f"B={4 * rows} T={seq}")]
+                  Term("critic", "forward", critic, f"B={rows} T={seq}"),
+                  Term("reward", "forward", reward, f"B={4 * rows} T={seq}")]
     largest = max(candidates, key=lambda term: term.bytes)  # the forwards run one after another
     frozen_back = tuple(replace(term, name=term.name + " (from host)") for term in offloaded
                         if term.model.startswith(("reference", "reward")))
@@ -261,29 +264,6 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     return [[*accumulated, policy, saved, critic], [*accumulated, *critic_grads, policy, backward]]
 
 
-def _largest_trained(inputs: PlanInputs) -> int:
-    """Elements of the largest trained tensor: a LoRA factor, else the embedding or an MLP matrix."""
-    s, shape = inputs.settings, inputs.policy
-    if s.lora_rank:
-        largest = s.lora_rank * max(max(fan_in, fan_out) for pairs in shape.linear_shapes().values() for fan_in, fan_out in pairs)
-    else:
-        largest = max(shape.vocab * shape.hidden, shape.hidden * shape.intermediate)
-    if inputs.stage == "ppo" and not s.shared_value_head:
-        largest = max(largest, inputs.critic.vocab * inputs.critic.hidden)
-    return largest
-
-
-def _adam_scratch(inputs: PlanInputs) -> list[Term]:
-    s = inputs.settings
-    if s.precision == "mixed" or s.zero_stage > 0 or s.offload_optimizer:
-        return []  # DeepSpeed's fused optimizers (its mixed precision, any ZeRO stage) update in place
-    trainable = _policy_params(inputs)[1] + (inputs.critic.scalar_head_params()
-                                             if inputs.stage == "ppo" and not s.shared_value_head else 0)
-    scratch = t.adam_step_temp_bytes(_largest_trained(inputs), trainable, s.precision, s.device)
-    how = "2 × largest tensor (CPU loop)" if s.device == "cpu" else "1 × trained params (CUDA foreach)"
-    return [Term("run", "AdamW step scratch", scratch, how)]
-
-
 def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     """The largest moment of the update: a backward moment (_backward_moments) or the optimizer
     step (every gradient, no activations)."""
@@ -297,7 +277,8 @@ def _update(inputs: PlanInputs, states: list[_States]) -> Phase:
     if inputs.stage == "ppo":
         seq = s.prompt_len + s.response_len
         extra.append(Term("run", "rollout buffers", t.rollout_buffer_bytes(s.rollout_batch, seq), "12·B·T × 8 B"))
-    step = [g for terms in by_model.values() for g in terms] + _adam_scratch(inputs)
+    # rlhfkit's AdamW is fused on CPU and CUDA (training/loop.py::make_adamw): it updates in place, no scratch
+    step = [g for terms in by_model.values() for g in terms]
     moments = [*_backward_moments(inputs, by_model), step]
     largest = max(moments, key=lambda terms: sum(x.bytes for x in terms))
     name = "update (optimizer step)" if largest is step else "update"

@@ -69,18 +69,6 @@ def master_bytes(trainable: int, precision: Precision) -> float:
     return trainable * STATE_BYTES[precision][3]
 
 
-def adam_step_temp_bytes(largest_param: int, trainable: int, precision: Precision, device: str) -> float:
-    """Scratch tensors of one AdamW step (torch/optim/adamw.py). On CPU torch runs the single-tensor
-    loop: two temporaries the size of the parameter being updated (the denominator
-    sqrt(v)/√(1-β₂ᵗ) + ε and the step), so the largest parameter counts. On CUDA it runs the
-    multi-tensor (foreach) path, whose `_foreach_sqrt` of every second moment is one temporary per
-    trained parameter. DeepSpeed's fused optimizers (any ZeRO stage) update in place: none."""
-    state = STATE_BYTES[precision][2] // 2
-    if device == "cpu":
-        return 2 * largest_param * state
-    return trainable * state
-
-
 def activation_dtype_bytes(precision: Precision) -> int:
     return 4 if precision == "fp32" else 2
 

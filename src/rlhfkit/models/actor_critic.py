@@ -11,7 +11,8 @@ forward pass; the value loss then also trains the policy's trunk).
 The forward returns, for the response part of each sequence, log π(a_t|s_t) under the sampling
 temperature (N+ detail 16), the entropy of π(·|s_t), and V(s_t); the logits that predict response
 token t sit at position Tq + t − 1. `response_logprobs` does the same for a frozen model alone
-(the reference).
+(the reference). No forward here builds a KV cache (`use_cache=False`: nothing reads it), and the
+LM head runs on the response positions only (`logits_to_keep`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
+from rlhfkit.models.response_slots import ResponseSlots
 from rlhfkit.models.scoring import position_ids_from_mask
 from rlhfkit.models.value_head import SharedValueHead
 
@@ -32,18 +34,30 @@ class ActorCriticOutput(NamedTuple):
     values: torch.Tensor  # (B, Tr) V(s_t), fp32
 
 
-def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
-    """(B, Tr, V) logits that predict each response token (positions Tq−1 … Tq+Tr−2)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits
-    return logits[:, query_length - 1 : -1]
+def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    response: int | ResponseSlots) -> torch.Tensor:
+    """Logits that predict each response token: (B, Tr, V) for the padded layout (`response` = Tq:
+    positions Tq−1 … Tq+Tr−2), (1, M, V) for packed slots (models/response_slots.py)."""
+    slots = _slots(input_ids, response)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask, slots),
+                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), **slots.attention_kwargs()).logits
+    return slots.pick_kept(logits)
 
 
-def response_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int,
-                      temperature: float) -> torch.Tensor:
-    """(B, Tr) log π(a_t|s_t) of the response tokens input_ids[:, Tq:] under softmax(logits / T)."""
-    logits = response_logits(model, input_ids, attention_mask, query_length)
-    return logprobs_from_logits(logits, input_ids[:, query_length:], temperature)
+def _slots(input_ids: torch.Tensor, response: int | ResponseSlots) -> ResponseSlots:
+    return response if isinstance(response, ResponseSlots) else ResponseSlots.padded(response, input_ids.shape[1] - response)
+
+
+def _position_ids(attention_mask: torch.Tensor | None, slots: ResponseSlots) -> torch.Tensor:
+    return slots.position_ids if slots.is_packed else position_ids_from_mask(attention_mask)
+
+
+def response_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      response: int | ResponseSlots, temperature: float) -> torch.Tensor:
+    """(B, Tr) log π(a_t|s_t) of the response tokens under softmax(logits / T) (0 on padding when packed)."""
+    slots = _slots(input_ids, response)
+    logits = response_logits(model, input_ids, attention_mask, slots)
+    return slots.to_grid(logprobs_from_logits(logits, slots.targets(input_ids), temperature))
 
 
 class ActorCritic(nn.Module):
@@ -61,19 +75,23 @@ class ActorCritic(nn.Module):
     def shared_head(self) -> bool:
         return isinstance(self.critic, SharedValueHead)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, response: int | ResponseSlots,
                 temperature: float) -> ActorCriticOutput:
-        position_ids = position_ids_from_mask(attention_mask)
-        start = query_length - 1  # the position whose output predicts the first response token
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=self.shared_head)
-        logits = out.logits[:, start:-1]
-        logprobs = logprobs_from_logits(logits, input_ids[:, query_length:], temperature)
-        entropy = entropy_from_logits(logits, temperature)
+        """`response`: Tq for the padded layout (every response starts at column Tq), or the slots of a
+        packed micro-batch (models/response_slots.py; `attention_mask` None)."""
+        slots = _slots(input_ids, response)
+        position_ids = _position_ids(attention_mask, slots)
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                          logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), output_hidden_states=self.shared_head,
+                          **slots.attention_kwargs())
+        logits = slots.pick_kept(out.logits)
+        logprobs = slots.to_grid(logprobs_from_logits(logits, slots.targets(input_ids), temperature))
+        entropy = slots.to_grid(entropy_from_logits(logits, temperature))
         if self.shared_head:
-            values = self.critic(out.hidden_states[-1][:, start:-1])
+            values = self.critic(slots.pick(out.hidden_states[-1]))
         else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)
             backbone = getattr(self.critic, self.critic.base_model_prefix)
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-            values = self.critic.score(hidden[:, start:-1]).squeeze(-1)
-        return ActorCriticOutput(logprobs, entropy, values.float())
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, **slots.attention_kwargs()).last_hidden_state
+            values = self.critic.score(slots.pick(hidden)).squeeze(-1)
+        return ActorCriticOutput(logprobs, entropy, slots.to_grid(values.float()))

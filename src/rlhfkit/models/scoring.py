@@ -26,7 +26,8 @@ def sequence_scores(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if encoder:
         types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return model(input_ids=input_ids, attention_mask=attention_mask, **types).logits.squeeze(-1)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+    logits = model(  # no KV cache: nothing reads it
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
     ).logits
     return logits.squeeze(-1)

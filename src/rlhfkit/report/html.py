@@ -22,6 +22,7 @@ from typing import Any
 
 from rlhfkit.metric_names import M
 from rlhfkit.report import human, plots
+from rlhfkit.report.perf import perf_table
 from rlhfkit.report.plots import events, series, to_float
 
 REPORT_FILE = "report.html"
@@ -387,6 +388,7 @@ def _ppo(run: _Run, plot: _Plotter) -> str:
         listed = ", ".join(f"{escape(text)} at iteration {_fmt(step)}" for step, text in marks[:30])
         more = f" and {len(marks) - 30} more" if len(marks) > 30 else ""
         parts.append(f'<p class="note">Events (dashed lines): {listed}{more}.</p>')
+    parts.append(perf_table(r))
     parts.append(_kv_details("final PPO metrics", run.stage_summary("ppo") or _last_values(r)))
     return "".join(parts)
 

@@ -8,8 +8,11 @@
 3. optional reward whitening (no mean shift), GAE(γ, λ), masked advantage whitening.
 
 Step 1 needs the models; steps 2–3 are the pure function `rewards_and_advantages`.
-Forward passes run in chunks of `chunk_size` episodes, the mini-batch size the update uses, so the
-first PPO mini-batch reproduces these logprobs bit for bit (ratio exactly 1, N+ detail 6).
+Forward passes run over the micro-batches the caller gives: with a fixed row count, consecutive
+chunks of the mini-batch size the update uses (every chunk the same padded shape); with a token
+budget, exactly the micro-batches of the update's first epoch (training/micro_batches.py), packed
+the same way. Either way the first PPO micro-batch reproduces these logprobs bit for bit (ratio
+exactly 1, N+ detail 6). The per-token outputs are 0 on padding.
 
 Data-parallel runs: each process holds its share of the batch. Whitening statistics are taken
 over the whole batch through `all_sum` (a sum over processes; identity in one process), and so
@@ -29,6 +32,7 @@ from rlhfkit.algos.kl import kl_per_token
 from rlhfkit.algos.masked import masked_whiten
 from rlhfkit.metric_names import M
 from rlhfkit.models.actor_critic import response_logprobs
+from rlhfkit.models.response_slots import ResponseSlots, packed_rows
 from rlhfkit.rollout.types import Experience, Rollout
 
 AllSum = Callable[[torch.Tensor], torch.Tensor]
@@ -50,25 +54,38 @@ class AdvantageSettings:
 
 @torch.no_grad()
 def make_experience(rollout: Rollout, scores: torch.Tensor, actor_critic: nn.Module, reference: nn.Module,
-                    settings: AdvantageSettings, temperature: float, chunk_size: int,
-                    all_sum: AllSum = _identity) -> Experience:
-    """The Experience of `rollout`: forwards in `chunk_size` chunks, then KL, rewards and GAE."""
-    query_length = rollout.query_ids.shape[1]
+                    settings: AdvantageSettings, temperature: float, micro_batches: list[torch.Tensor],
+                    packed: bool = False, all_sum: AllSum = _identity) -> Experience:
+    """The Experience of `rollout`: forwards over `micro_batches` (row indices, each row once), then
+    KL, rewards and GAE. With `packed` each micro-batch is one sequence of its real tokens."""
     parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "values": [], "ref_logprobs": []}
-    for start in range(0, rollout.batch_size, chunk_size):
-        ids = rollout.input_ids[start : start + chunk_size]
-        mask = rollout.attention_mask[start : start + chunk_size]
-        out = actor_critic(ids, mask, query_length, temperature)
-        parts["logprobs"].append(out.logprobs)
-        parts["entropy"].append(out.entropy)
-        parts["values"].append(out.values)
-        parts["ref_logprobs"].append(response_logprobs(reference, ids, mask, query_length, temperature))
-    forwards = {name: torch.cat(tensors) for name, tensors in parts.items()}
+    for rows in micro_batches:
+        ids, mask, response = model_inputs(rollout.select(rows), packed)
+        out = actor_critic(ids, mask, response, temperature)
+        ref = response_logprobs(reference, ids, mask, response, temperature)
+        for name, t in (*zip(("logprobs", "entropy", "values"), out), ("ref_logprobs", ref)):
+            parts[name].append(t)
+    inverse = torch.argsort(torch.cat(micro_batches).to(rollout.response_ids.device))
+    forwards = {name: (torch.cat(tensors)[inverse] * rollout.response_mask) for name, tensors in parts.items()}
     kl, rewards, advantages, returns = rewards_and_advantages(
         forwards["logprobs"], forwards["ref_logprobs"], forwards["values"], scores, rollout.response_mask, settings, all_sum)
     generated = {f.name: getattr(rollout, f.name) for f in fields(Rollout)}
     return Experience(**generated, **forwards, scores=scores, kl=kl, rewards=rewards,
                       advantages=advantages, returns=returns)
+
+
+def contiguous_chunks(batch_size: int, chunk_size: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Row indices 0…B−1 in consecutive chunks of `chunk_size`: the fixed-row-count forwards."""
+    return list(torch.arange(batch_size, device=device).split(chunk_size))
+
+
+def model_inputs(mb: Rollout, packed: bool) -> tuple[torch.Tensor, torch.Tensor | None, int | ResponseSlots]:
+    """(input_ids, attention_mask, response) of a micro-batch: the padded rows as sampled, or
+    packed into one sequence of its real tokens (models/response_slots.py), with no mask."""
+    if not packed:
+        return mb.input_ids, mb.attention_mask, mb.query_ids.shape[1]
+    ids, slots = packed_rows(mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask)
+    return ids, None, slots
 
 
 def rewards_and_advantages(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,

@@ -27,6 +27,26 @@ def _select(record, index: torch.Tensor):
     return type(record)(**picked)
 
 
+_QUERY_FIELDS = ("query_ids", "query_mask")  # (B, Tq), left-padded; every other 2-D tensor is (B, Tr)
+
+
+def _cropped(record):
+    """A copy of a record without its all-padding columns: the prompt side cut on the left down to
+    the longest real prompt, the response side cut on the right down to the longest valid response."""
+    tq = int(record.query_mask.sum(1).max()) if record.batch_size else 0
+    tr = int(record.response_mask.sum(1).max()) if record.batch_size else 0
+    full_q = record.query_ids.shape[1]
+    picked = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if f.name in _QUERY_FIELDS:
+            value = value[:, full_q - tq :]
+        elif isinstance(value, torch.Tensor) and value.dim() == 2:
+            value = value[:, :tr]
+        picked[f.name] = value
+    return type(record)(**picked)
+
+
 @dataclass(frozen=True)
 class Rollout:
     query_ids: torch.Tensor  # (B, Tq) long, left-padded prompt tokens
@@ -54,6 +74,10 @@ class Rollout:
     def select(self, index: torch.Tensor) -> "Rollout":
         return _select(self, index)
 
+    def cropped(self) -> "Rollout":
+        """The same episodes without the columns that are padding in every row (views, no copy)."""
+        return _cropped(self)
+
 
 @dataclass(frozen=True)
 class Experience(Rollout):
@@ -69,3 +93,6 @@ class Experience(Rollout):
 
     def select(self, index: torch.Tensor) -> "Experience":
         return _select(self, index)
+
+    def cropped(self) -> "Experience":
+        return _cropped(self)

@@ -68,10 +68,11 @@ from rlhfkit.models.load import (
     save_pretrained_atomic,
 )
 from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged
+from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.models.value_head import VALUE_HEAD_FILE, SharedValueHead
 from rlhfkit.rewards.refresh import Labeler, LabelsNeeded, RewardRefresher
 from rlhfkit.rewards.sources import CallableReward, RewardModelEnsemble, finalize_scores
-from rlhfkit.rollout.experience import AdvantageSettings, experience_stats, make_experience
+from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, experience_stats, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.rollout.vllm_backend import VLLMGenerationBackend
@@ -88,13 +89,15 @@ from rlhfkit.stages.ppo_inputs import (  # noqa: F401 - validate and validate_re
 from rlhfkit.training.checkpoint import Checkpointer
 from rlhfkit.training.distributed import Collectives, configure_deepspeed, policy_for_generation
 from rlhfkit.training.faults import FaultGuard
-from rlhfkit.training.loop import make_accelerator, seed_everything
+from rlhfkit.training.loop import make_accelerator, make_adamw, seed_everything
 from rlhfkit.training.metrics import MetricsWriter
+from rlhfkit.training.micro_batches import step_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 from rlhfkit.training.progress import StageProgress, console
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 from rlhfkit.training.sharded import is_fsdp, whole_weights
 from rlhfkit.training.signals import stop_at_safe_points
+from rlhfkit.training.throughput import iteration_figures, peak_flops, ppo_shapes
 
 Observer = Callable[[Rollout], dict[str, float]]
 
@@ -110,7 +113,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
         return done
     validate_refresh(ppo, labeler_given=labeler is not None)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps, lora=ppo.lora is not None)
-    check_data_parallel(ppo, accelerator.num_processes)
+    check_data_parallel(ppo, accelerator.num_processes, accelerator.distributed_type)
     seed_everything(cfg.seed, accelerator.process_index)  # each process its own sampling stream
     s = _setup(cfg, stage_dir, accelerator, labeler, held_out)
     resumed = (s.checkpointer.restore() if resume else None) or {"step": 0, "stats": {}, "stopped": False}
@@ -143,9 +146,11 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             scores = finalize_scores(scored, rollout.ended_with_eos, ppo.reward).to(s.device)
             # 3. experience under the current β: logprobs, reference logprobs, values, rewards, GAE
             beta = s.kl_ctl.value
+            first_order, forwards = _experience_micro_batches(ppo, rollout, s.generator, s.device)
             with accelerator.autocast(), progress.phase("scoring"):
                 exp = make_experience(rollout, scores, s.actor_critic, s.reference, AdvantageSettings(beta, **settings),
-                                      ppo.generation.temperature, ppo.mini_batch_size, s.collectives.sum)
+                                      ppo.generation.temperature, forwards, packed=ppo.micro_batch_tokens is not None,
+                                      all_sum=s.collectives.sum)
             stats = experience_stats(exp, beta, s.collectives.sum)
             t2 = time.perf_counter()
             # 4. update; skipped everywhere when a logprob, value or reward is NaN/Inf on any process
@@ -157,7 +162,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
                 with progress.phase("update", micro_batches) as tick:
                     update = ppo_update(exp, s.actor_critic, s.optimizer, s.scheduler, accelerator, ppo, s.generator,
                                         s.collectives, s.guard, iteration, on_micro_batch=tick,
-                                        train_policy=iteration > ppo.critic_warmup_iterations)  # critic warm-up first
+                                        train_policy=iteration > ppo.critic_warmup_iterations,  # critic warm-up first
+                                        first_order=first_order)
                 stats.update(update.stats)
                 fault = update.fault
             s.guard.record(iteration, fault, s.writer)  # a fault line + warning; stops after too many in a row
@@ -170,7 +176,7 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
             # 5. KL control, on the batch mean of the summed per-token KL
             s.kl_ctl.update(stats[M.KL], ppo.batch_size)
             # 6. bookkeeping: held-out eval, metrics, samples, health checks, early stopping, RM refresh, checkpoint
-            stats.update(_iteration_figures(s, iteration, beta, scored.disagreement, (t0, t1, t2, t3), stats))
+            stats.update(_iteration_figures(s, iteration, beta, scored.disagreement, (t0, t1, t2, t3), stats, exp))
             if observer is not None:
                 stats.update(s.global_means(observer(rollout)))
             stats.update(_held_out_eval(s, iteration, progress))
@@ -217,6 +223,7 @@ class _PPO:
     collectives: Collectives
     evaluator: HeldOutEvaluator | None = None
     vllm: VLLMGenerationBackend | None = None  # ppo.generation.backend vllm: the engine (hf: generate is per call)
+    peak_flops: float | None = None  # per device, for the timing/*_mfu metrics
     checkpointer: Checkpointer | None = None
     prompt_records: dict | None = None  # policy-rendered prompt text -> its record (rewards/sources.py)
     writer: MetricsWriter | None = None
@@ -260,6 +267,9 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         critic = SharedValueHead.for_policy(policy)
     else:
         critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
+    if ppo.micro_batch_tokens is not None:  # packed micro-batches: attention row by row, not under a dense (N, N) mask
+        for model in (policy, reference, critic):
+            use_packed_attention(model)
     if ppo.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
         if not isinstance(critic, SharedValueHead):
@@ -271,7 +281,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     steps_per_iteration = ppo.ppo_epochs * ppo.batch_size // (ppo.mini_batch_size * ppo.gradient_accumulation_steps
                                                               * accelerator.num_processes)
     total_steps = ppo.num_iterations * steps_per_iteration
-    optimizer = torch.optim.AdamW(
+    optimizer = make_adamw(
         [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": ppo.learning_rate},
          {"params": [p for p in critic.parameters() if p.requires_grad], "lr": ppo.value_learning_rate or ppo.learning_rate}],
         eps=ppo.adam_eps,
@@ -299,6 +309,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         guard=FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration"),
         refresher=RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None,
         collectives=Collectives(device),
+        peak_flops=peak_flops(ppo.logging.peak_flops, device, half_precision=cfg.mixed_precision != "no"),
     )
     s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
                        else _reward_models(ppo.reward.model_paths, ppo, s))
@@ -333,7 +344,7 @@ def _reward_models(paths: list[str], ppo: PPOConfig, s: _PPO) -> RewardModelEnse
                                prompt_records=s.prompt_records)
 
 
-def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
+def check_data_parallel(ppo: PPOConfig, world_size: int, distributed_type: DistributedType = DistributedType.NO) -> None:
     """The global batch must split into whole optimiser steps on every process."""
     per_step = ppo.mini_batch_size * ppo.gradient_accumulation_steps * world_size
     if ppo.batch_size % per_step:
@@ -343,12 +354,30 @@ def check_data_parallel(ppo: PPOConfig, world_size: int) -> None:
     if world_size > 1 and ppo.generation.backend == "vllm":
         raise ConfigError("ppo.generation.backend vllm runs in one process only for now: launch without --num_processes, "
                           "or set ppo.generation.backend=hf")
+    if distributed_type == DistributedType.DEEPSPEED and ppo.micro_batch_tokens is not None:
+        raise ConfigError("ppo.micro_batch_tokens does not work with DeepSpeed (its engine expects the same number of "
+                          "micro-batches in every optimiser step): leave it empty")
     if world_size > 1 and ppo.reward_refresh.every is not None:
         raise ConfigError("ppo.reward_refresh runs in one process only for now: launch without --num_processes, "
                           "or leave ppo.reward_refresh.every empty")
 
 
 # ---------------------------------------------------------------------------------------------- the steps
+
+
+def _experience_micro_batches(ppo: PPOConfig, rollout: Rollout, generator: torch.Generator,
+                              device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The update's first-epoch shuffle (drawn here, before the experience, from the update's own
+    generator) and the micro-batches of the experience forwards: consecutive chunks of
+    mini_batch_size rows (the same padded shape as every update micro-batch), or with a token budget
+    the update's first-epoch micro-batches themselves — either way the first update micro-batch
+    recomputes its old logprobs bit for bit."""
+    first_order = torch.randperm(rollout.batch_size, generator=generator)
+    if ppo.micro_batch_tokens is None:
+        return first_order, contiguous_chunks(rollout.batch_size, ppo.mini_batch_size, device)
+    plan = step_micro_batches(first_order.to(device), rollout.query_mask.sum(1), rollout.response_mask.sum(1),
+                              ppo.mini_batch_size, ppo.gradient_accumulation_steps, ppo.micro_batch_tokens)
+    return first_order, [rows for step in plan for rows in step]
 
 
 def _sample(s: _PPO, picked: list[int]) -> Rollout:
@@ -364,14 +393,19 @@ def _sample(s: _PPO, picked: list[int]) -> Rollout:
 
 
 def _iteration_figures(s: _PPO, iteration: int, beta: float, disagreement: float, times: tuple[float, ...],
-                       stats: dict[str, float]) -> dict[str, float]:
+                       stats: dict[str, float], exp) -> dict[str, float]:
     t0, t1, t2, t3 = times
     tokens = stats[M.GENERATED_TOKENS]
     memory = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]  # KiB on Linux
     if torch.cuda.is_available():
         memory.append(torch.cuda.max_memory_allocated() / 2**20)
     peaks = s.collectives.max(torch.tensor(memory, dtype=torch.float64, device=s.device)).tolist()
-    return {
+    critic = None if s.cfg.ppo.value_head == "shared" else s.accelerator.unwrap_model(s.actor_critic).critic
+    members = [m.model for m in s.reward_source.members] if isinstance(s.reward_source, RewardModelEnsemble) else []
+    perf = iteration_figures(ppo_shapes(s.policy, critic, members), exp.query_mask.sum(1), exp.response_mask.sum(1),
+                             stats[M.EPOCHS_RUN], (t1 - t0, t2 - t1, t3 - t2), s.peak_flops,
+                             s.collectives.world_size, s.collectives.sum)
+    return {**perf,
         M.PEAK_RSS_MB: peaks[0], **({M.PEAK_GPU_MB: peaks[1]} if len(peaks) > 1 else {}),
         M.KL_COEF: beta, M.LR: s.scheduler.get_last_lr()[0], M.EPISODE: iteration * s.cfg.ppo.batch_size,
         M.ENSEMBLE_DISAGREEMENT: float(s.global_means({"d": disagreement})["d"]),

@@ -47,6 +47,17 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return process_seed
 
 
+def make_adamw(params, **settings) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters, in place) where torch has it — CPU and CUDA
+    tensors — else torch's default. bench/cheap_wins.py measured one step of the fused kernel 8.8×
+    (2.7M parameters) and 3.5× (42M) faster than the default single-tensor loop on a CPU core; the
+    foreach variant was slower there."""
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
+    return torch.optim.AdamW(groups, fused=fused or None, **settings)
+
+
 def make_accelerator(device: str, mixed_precision: str, gradient_accumulation_steps: int = 1, *,
                      lora: bool = False) -> Accelerator:
     """An Accelerator honouring `device` (auto: CUDA, then MPS, then CPU; under a launcher on a
@@ -164,12 +175,8 @@ def train_loop(
     accelerator.print(f"[{writer.stage}] {plan.describe()}")
     generator = torch.Generator().manual_seed(seed)
     loader = _seeded_loader(train_data, optim.batch_size, collate, generator)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=optim.learning_rate,
-        eps=optim.adam_eps,
-        weight_decay=optim.weight_decay,
-    )
+    optimizer = make_adamw([p for p in model.parameters() if p.requires_grad], lr=optim.learning_rate,
+                           eps=optim.adam_eps, weight_decay=optim.weight_decay)
     scheduler = get_scheduler(
         optim.lr_scheduler if optim.lr_scheduler != "constant" else "constant_with_warmup",
         optimizer,

@@ -10,7 +10,7 @@ from rlhfkit.data.tokenize import PromptCollator
 from rlhfkit.models.load import disable_dropout, load_reward_model
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.models.actor_critic import ActorCritic, response_logprobs
-from rlhfkit.rollout.experience import AdvantageSettings, make_experience, rewards_and_advantages
+from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience, rewards_and_advantages
 from rlhfkit.rollout.generation import sample_rollout, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
 
@@ -155,7 +155,7 @@ def test_first_minibatch_ratio_is_exactly_one(tiny_policy, tiny_model_dir, tiny_
                              batch["input_ids"], batch["attention_mask"])
     reference = disable_dropout(type(tiny_policy).from_pretrained(tiny_model_dir)).eval()
     model = ActorCritic(tiny_policy, _critic(tiny_model_dir, tok))
-    exp = make_experience(rollout, torch.zeros(n), model, reference, _settings(), temperature, chunk)
+    exp = make_experience(rollout, torch.zeros(n), model, reference, _settings(), temperature, contiguous_chunks(n, chunk))
     # reference == policy here, so the KL is exactly 0 too
     mask = exp.response_mask.bool()
     assert (exp.logprobs - exp.ref_logprobs)[mask].abs().max().item() == 0.0
@@ -184,7 +184,8 @@ def test_forward_rollout_does_not_depend_on_chunk_size(tiny_policy, tiny_model_d
     results = []
     for chunk in (2, 6):
         rollout = _rollout(tok, PROMPTS, _raw_responses(len(PROMPTS), 6))
-        results.append(make_experience(rollout, torch.zeros(len(PROMPTS)), model, tiny_policy, _settings(), 0.7, chunk))
+        results.append(make_experience(rollout, torch.zeros(len(PROMPTS)), model, tiny_policy, _settings(), 0.7,
+                                       contiguous_chunks(len(PROMPTS), chunk)))
     mask = results[0].response_mask.bool()
     for name in ("logprobs", "ref_logprobs", "entropy", "values"):
         torch.testing.assert_close(getattr(results[0], name)[mask], getattr(results[1], name)[mask], atol=1e-5, rtol=0)
