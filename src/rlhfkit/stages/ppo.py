@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from rich.markup import escape
 from transformers import get_scheduler
 
