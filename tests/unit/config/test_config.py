@@ -93,3 +93,11 @@ def test_preflight_off_survives_yaml():
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"--preset nope: no such bundled preset \(known: assistant, assistant-quick, default, quick\)"):
         default_config_path("nope")
+
+
+def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_cap():
+    """presets/default.yaml and docs/reward-hacking.md: the cap is what keeps the default's text
+    diverse; `--set ppo.reward.clip=null` is the over-optimised experiment."""
+    cfg = load_config(default_config_path("default"))
+    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.05 and not cfg.ppo.kl.adaptive
+    assert load_config(default_config_path("default"), ["ppo.reward.clip=null"]).ppo.reward.clip is None
