@@ -96,8 +96,11 @@ def test_unknown_preset_names_the_known_ones():
 
 
 def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_cap():
-    """presets/default.yaml and docs/reward-hacking.md: the cap is what keeps the default's text
-    diverse; `--set ppo.reward.clip=null` is the over-optimised experiment."""
+    """presets/default.yaml and docs/reward-hacking.md: the cap, β and the ensemble keep the default's
+    text diverse; the documented --set line restores the over-optimised preset."""
     cfg = load_config(default_config_path("default"))
-    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.05 and not cfg.ppo.kl.adaptive
-    assert load_config(default_config_path("default"), ["ppo.reward.clip=null"]).ppo.reward.clip is None
+    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.15 and not cfg.ppo.kl.adaptive
+    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (3, 60)
+    old = load_config(default_config_path("default"), ["ppo.reward.clip=null", "ppo.kl.kl_coef=0.05",
+                                                       "ppo.num_iterations=40", "rm.ensemble_size=1"])
+    assert (old.ppo.reward.clip, old.ppo.kl.kl_coef, old.ppo.num_iterations, old.rm.ensemble_size) == (None, 0.05, 40, 1)
