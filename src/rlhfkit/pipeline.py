@@ -225,7 +225,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, sft_ckpt: Path, policy_ckpt: Pat
         results["win_rate"] = win_rate([r[judge] for r in after], [r[judge] for r in before])
         results["win_rate_judge"] = judge
     if task is not None and cfg.ppo.reward.model_paths:
-        results["rm_gold_accuracy"] = task.rm_gold_accuracy(cfg.ppo.reward.model_paths[0], device)
+        results["rm_gold_accuracy"] = task.rm_gold_accuracy(cfg.ppo.reward.model_paths, cfg.ppo.reward, device)
     _write_json(eval_dir / "metrics.json", results)
     return results
 

@@ -47,6 +47,8 @@ def headline_rows(summary: dict) -> list[tuple[str, object]]:
         ("exact KL(π‖π_ref) after PPO", _get(ev, "after", "kl")),
         ("response length SFT → PPO", (_get(ev, "before", "length"), _get(ev, "after", "length"))),
         ("distinct-2 SFT → PPO", (_get(ev, "before", "distinct_2"), _get(ev, "after", "distinct_2"))),
+        # Under the reference (the SFT model): word salad raises it; fluent text stays near SFT's.
+        ("perplexity under SFT model SFT → PPO", (_get(ev, "before", "ref_perplexity"), _get(ev, "after", "ref_perplexity"))),
     ]
 
 

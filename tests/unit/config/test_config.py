@@ -93,3 +93,14 @@ def test_preflight_off_survives_yaml():
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"--preset nope: no such bundled preset \(known: assistant, assistant-quick, default, quick\)"):
         default_config_path("nope")
+
+
+def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_cap():
+    """presets/default.yaml and docs/reward-hacking.md: the cap, β and the ensemble keep the default's
+    text diverse; the documented --set line restores the over-optimised preset."""
+    cfg = load_config(default_config_path("default"))
+    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.15 and not cfg.ppo.kl.adaptive
+    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (3, 60)
+    old = load_config(default_config_path("default"), ["ppo.reward.clip=null", "ppo.kl.kl_coef=0.05",
+                                                       "ppo.num_iterations=40", "rm.ensemble_size=1"])
+    assert (old.ppo.reward.clip, old.ppo.kl.kl_coef, old.ppo.num_iterations, old.rm.ensemble_size) == (None, 0.05, 40, 1)

@@ -236,8 +236,8 @@ def test_label_pairs_majority_skip_and_report():
     perfect = [SimulatedAnnotator(f"r{i}", 0.0, seed=i) for i in range(3)]
     records, report = label_pairs(prompts, a, b, gold=gold, annotators=perfect, seed=0)
     assert report["n_skipped_identical"] == 1 and report["n_pairs"] == 3 and report["n_gold_ties"] == 1
-    assert records[0] == {"prompt": "p1", "chosen": " good", "rejected": " bad"}
-    assert records[1] == {"prompt": "p2", "chosen": " good", "rejected": " bad"}
+    assert records[0] == {"prompt": "p1", "chosen": " good", "rejected": " bad", "votes": {"chosen": 3, "rejected": 0}}
+    assert records[1] == {"prompt": "p2", "chosen": " good", "rejected": " bad", "votes": {"chosen": 3, "rejected": 0}}
     assert report["majority_gold_agreement"] == 1.0 and report["n_gold_decided"] == 2
     assert set(report["annotator_gold_agreement"].values()) == {1.0}
     for key in ("inter_annotator_agreement", "pairwise_agreement", "mean_gold_chosen", "mean_gold_rejected"):
@@ -249,6 +249,12 @@ def test_label_pairs_majority_skip_and_report():
     noisy = [SimulatedAnnotator("c", 0.0), SimulatedAnnotator("n1", 1e3, seed=1), SimulatedAnnotator("n2", 1e3, seed=2)]
     recs, rep = label_pairs(["p"] * 400, [" good"] * 400, [" bad"] * 400, gold=gold, annotators=noisy, seed=1)
     assert 0.6 < rep["majority_gold_agreement"] < 0.9  # P = 1 - 0.25 = 0.75
+    # The votes are the draws that made the label: the chosen side always has the majority, and with
+    # two coin-flipping raters beside a perfect one, the vote is unanimous only when both coins side
+    # with the perfect rater: P = 1/4 (otherwise 2-1, for " good" or, outvoted, for " bad").
+    assert all(r["votes"]["chosen"] in (2, 3) and r["votes"]["chosen"] + r["votes"]["rejected"] == 3 for r in recs)
+    unanimous = sum(r["votes"]["chosen"] == 3 for r in recs) / len(recs)
+    assert 0.15 < unanimous < 0.35
     assert label_pairs(["p"] * 400, [" good"] * 400, [" bad"] * 400, gold=gold, annotators=noisy, seed=1)[0] == recs
     with pytest.raises(ValueError):
         label_pairs(prompts, a, b, gold=gold, annotators=perfect[:2])
@@ -296,3 +302,33 @@ def test_gold_preference_accuracy_by_hand():
     # pair 1: RM and gold agree; pair 2: they disagree; pair 3: a gold tie, left out -> 1 of 2
     assert gold_preference_accuracy([1.0, 0.0, 5.0], [0.0, 1.0, 0.0], [0.9, 0.9, 0.5], [0.1, 0.1, 0.5]) == 0.5
     assert gold_preference_accuracy([1.0], [0.0], [0.3], [0.3]) is None  # only ties
+
+
+def test_rm_gold_accuracy_scores_the_reward_ppo_optimises(tmp_path, monkeypatch):
+    """All of PPO's reward models, combined by PPO's rule, are what is compared with gold."""
+    from rlhfkit.config.stages import RewardSourceSection, TaskSection
+    from rlhfkit.rewards import sources
+    from rlhfkit.tasks.fortunes.task import FortunesTask
+
+    seen = {}
+
+    class TwoMembers:  # member 0 ranks only "love" right, member 1 only "great"; their mean ranks both
+        def __init__(self, paths, cfg, device):
+            seen.update(paths=list(paths), cfg=cfg)
+
+        def score(self, prompts, responses):
+            table = {"I love it": (1.0, -0.5), "I hate it": (0.0, 0.0), "great day": (-0.5, 1.0), "awful day": (0.0, 0.0)}
+            members = torch.tensor([table[r] for r in responses]).T  # (2, B)
+            combined = members.mean(0) if len(seen["paths"]) > 1 else members[0]
+            return sources.ScoredBatch(combined, members)
+
+    monkeypatch.setattr(sources, "RewardModelEnsemble", TwoMembers)
+    task = FortunesTask(TaskSection(), tmp_path, seed=0)
+    task.held_out_preferences.write_text(
+        json.dumps({"prompt": "p", "chosen": "I love it", "rejected": "I hate it"}) + "\n"
+        + json.dumps({"prompt": "p", "chosen": "great day", "rejected": "awful day"}) + "\n")
+    reward = RewardSourceSection(ensemble="mean", missing_eos_penalty=1.0, clip=2.0)
+    assert task.rm_gold_accuracy(["rm", "rm-1"], reward, torch.device("cpu")) == 1.0
+    assert seen["paths"] == ["rm", "rm-1"] and seen["cfg"].ensemble == "mean" and seen["cfg"].normalize
+    assert seen["cfg"].clip is None and seen["cfg"].missing_eos_penalty is None  # ranking only
+    assert task.rm_gold_accuracy(["rm"], reward, torch.device("cpu")) == 0.5  # member 0 alone: 1 of 2

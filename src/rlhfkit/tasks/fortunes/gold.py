@@ -106,7 +106,8 @@ def label_pairs(
 ) -> tuple[list[dict[str, str]], dict]:
     """Label each (prompt, a, b) by every annotator; keep the majority vote.
 
-    Returns ({"prompt", "chosen", "rejected"} records, report). Pairs with identical
+    Returns ({"prompt", "chosen", "rejected", "votes"} records, report); `votes` counts the
+    annotators on each side ({"chosen": 2, "rejected": 1}). Pairs with identical
     responses carry no preference and are skipped. Pairs whose gold scores tie (typically
     two sentiment-free texts) are labelled by coin flips, as a person with no preference
     would; `skip_gold_ties=True` drops them instead. The gold score is computed on the
@@ -140,7 +141,11 @@ def label_pairs(
         votes = [a.prefers_first(sa, sb, r) for a, r in zip(annotators, rngs)]
         a_wins = sum(votes) * 2 > len(votes)
         chosen, rejected = (responses_a[i], responses_b[i]) if a_wins else (responses_b[i], responses_a[i])
-        records.append({"prompt": prompts[i], "chosen": chosen, "rejected": rejected})
+        n_chosen = sum(votes) if a_wins else len(votes) - sum(votes)
+        # The vote counts travel with the pair: the reward model reads them as a soft target
+        # (2 of 3 is less sure than 3 of 3; rlhfkit.data.records, `votes`).
+        records.append({"prompt": prompts[i], "chosen": chosen, "rejected": rejected,
+                        "votes": {"chosen": n_chosen, "rejected": len(votes) - n_chosen}})
         votes_all.append(votes)
         gold_pref.append(None if tie else sa > sb)
         chosen_scores.append(sa if a_wins else sb)

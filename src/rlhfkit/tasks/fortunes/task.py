@@ -26,7 +26,7 @@ import torch
 
 from rlhfkit.metric_names import M
 from rlhfkit.config.sections import ModelSection
-from rlhfkit.config.stages import TaskSection
+from rlhfkit.config.stages import RewardSourceSection, TaskSection
 from rlhfkit.data.records import PromptExample, load_records
 from rlhfkit.models.load import disable_dropout, freeze, load_causal_lm, load_tokenizer
 from rlhfkit.rollout.types import Rollout
@@ -145,16 +145,18 @@ class FortunesTask:
     def eval_prompts(self) -> list[PromptExample]:
         return load_records(self.dir / "eval_prompts.jsonl", "prompts")
 
-    def rm_gold_accuracy(self, rm_path: str, device: torch.device) -> float | None:
-        """Reward-model accuracy against *noise-free* gold preferences on held-out pairs (gold ties skipped)."""
-        from rlhfkit.config.stages import RewardSourceSection
+    def rm_gold_accuracy(self, rm_paths: list[str], reward: RewardSourceSection, device: torch.device) -> float | None:
+        """Accuracy of the reward PPO optimises (one RM, or the ensemble combined by `reward.ensemble`)
+        against *noise-free* gold preferences on held-out pairs (gold ties skipped)."""
         from rlhfkit.evaluation.policy_eval import gold_preference_accuracy
         from rlhfkit.rewards.sources import RewardModelEnsemble
 
         if not self.held_out_preferences.exists():
             return None
         pairs = load_records(self.held_out_preferences, "preferences")
-        rm = RewardModelEnsemble([rm_path], RewardSourceSection(normalize=False), device)
+        # The combination rule and normalisation of PPO's reward; the EOS penalty and clip do not
+        # change which of two complete responses ranks higher, so they are left out.
+        rm = RewardModelEnsemble(rm_paths, reward.model_copy(update={"missing_eos_penalty": None, "clip": None}), device)
         prompts = [p.prompt for p in pairs]
         chosen = rm.score(prompts, [p.chosen for p in pairs]).scores
         rejected = rm.score(prompts, [p.rejected for p in pairs]).scores
