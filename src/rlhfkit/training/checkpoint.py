@@ -29,7 +29,7 @@ from rlhfkit.training.sharded import (
     OPTIMIZER_BY_POSITION,
     OPTIMIZER_PER_PROCESS,
     deepspeed_safe_globals,
-    is_sharded,
+    engine_holds_weights,
     load_model_state,
     load_optimizer_state,
     model_state,
@@ -251,9 +251,9 @@ def _pause_if_asked(step: int, tmp: Path) -> None:
 class Checkpointer:
     """Saves and restores everything a stage needs to continue exactly where it stopped.
 
-    models: name -> module (weights, safetensors); optimizer, scheduler: their state dicts (under FSDP
-    the shards are gathered into whole tensors first, training/sharded.py, with `owner` the prepared
-    module holding the optimizer's parameters);
+    models: name -> module (weights, safetensors); optimizer, scheduler: their state dicts (under FSDP2
+    or DeepSpeed the weights are copied out through the engine first, training/sharded.py, with
+    `owner` the prepared module holding the optimizer's parameters);
     generators: name -> torch.Generator; stateful: name -> object with state_dict() /
     load_state_dict() returning JSON data (None entries are skipped); logs: append-only files in
     the stage directory, cut back to their checkpoint-time size on resume.
@@ -293,9 +293,9 @@ class Checkpointer:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         rngs = self._gather(rng_state(self.generators))  # every process's own streams (sampling differs per rank)
-        sharded, layout = is_sharded(self.accelerator), optimizer_layout(self.accelerator)
-        # gathering shards is a collective: every process, before the main process writes
-        weights = {name: model_state(self.accelerator, self._unwrap(m)) for name, m in self.models.items()} if sharded else {}
+        copied, layout = engine_holds_weights(self.accelerator), optimizer_layout(self.accelerator)
+        # copying weights out of FSDP2 / ZeRO-3 shards is a collective: every process, before the main process writes
+        weights = {name: model_state(self.accelerator, self._unwrap(m)) for name, m in self.models.items()} if copied else {}
         optimizer = optimizer_state(self.accelerator, self.owner, self.optimizer)
         if layout == OPTIMIZER_PER_PROCESS:
             optimizer = self._gather_on_main(optimizer)  # every process's partition, in rank order
@@ -310,10 +310,10 @@ class Checkpointer:
                 "optimizer_layout": layout,
                 "extra": extra,
             }
-            needed = tensor_bytes(*(weights.values() if sharded else self.models.values()), optimizer)
+            needed = tensor_bytes(*(weights.values() if copied else self.models.values()), optimizer)
             with atomic_directory(final, expected_bytes=needed) as tmp:
                 for name, model in self.models.items():
-                    if sharded:
+                    if copied:
                         save_file(weights[name], str(tmp / f"{name}.safetensors"), metadata={"format": "pt"})
                     else:
                         save_model(self._unwrap(model), str(tmp / f"{name}.safetensors"))
@@ -440,14 +440,14 @@ class Checkpointer:
         if len(per_process) != world:  # not corruption: the launch differs from the one that wrote it
             raise ConfigError(f"{path} was written by {len(per_process)} process(es); resume it with the same number "
                               f"(this launch has {world})")
-        sharded, layout = is_sharded(self.accelerator), optimizer_layout(self.accelerator)
+        copied, layout = engine_holds_weights(self.accelerator), optimizer_layout(self.accelerator)
         written = state.get("optimizer_layout", OPTIMIZER_BY_POSITION)
         if written != layout:  # another engine's optimizer state does not split into this launch's shards
             raise ConfigError(f"{path} was written under another distributed engine ({written} optimizer state, this "
                               f"launch needs {layout}): resume it under the launch config that wrote it")
         try:
             for name, model in self.models.items():
-                if sharded:  # every process reads the whole weights and keeps its shard
+                if copied:  # every process reads the whole weights and keeps its shard
                     load_model_state(self.accelerator, self._unwrap(model), load_file(str(path / f"{name}.safetensors")))
                 else:
                     load_model(self._unwrap(model), str(path / f"{name}.safetensors"), strict=True)

@@ -58,7 +58,7 @@ def is_deepspeed(accelerator: Any) -> bool:
     return _zero_stage(accelerator) is not None
 
 
-def is_sharded(accelerator: Any) -> bool:
+def engine_holds_weights(accelerator: Any) -> bool:
     """True when the prepared models' weights are not plain whole tensors to save as they are:
     FSDP2's and ZeRO-3's shards, and ZeRO-2's whole weights, which are views into DeepSpeed's flat
     buffers (safetensors refuses tensors sharing storage)."""
@@ -110,7 +110,7 @@ def whole_weights(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.
     its gathered weights, each tied parameter once under its first name (the embeddings, not the
     LM head tied to them: the file `save_pretrained` writes for an unsharded model). Under FSDP2 and
     ZeRO-3 every process calls it (a collective); the main process saves."""
-    if not is_sharded(accelerator):
+    if not engine_holds_weights(accelerator):
         return None
     state = model_state(accelerator, module)
     first_name: dict[int, str] = {}
