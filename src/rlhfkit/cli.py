@@ -363,7 +363,20 @@ def config_command(
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app(prog_name="rlhfkit")
+    try:
+        app(prog_name="rlhfkit")
+        code = 0
+    except SystemExit as done:  # typer ends every command this way
+        if done.code is None or isinstance(done.code, int):
+            code = done.code or 0
+        else:
+            print(done.code, file=sys.stderr)
+            code = 1
+    from rlhfkit.training.distributed import exit_launched_process, launched_processes
+
+    if (launched_processes() or 1) > 1:
+        exit_launched_process(code)  # not through interpreter finalization (see there why)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

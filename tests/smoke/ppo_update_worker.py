@@ -30,7 +30,7 @@ from rlhfkit.models.load import disable_dropout, load_causal_lm, load_reward_mod
 from rlhfkit.models.packed_attention import use_packed_attention
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.rollout.types import Experience
-from rlhfkit.training.distributed import Collectives, configure_deepspeed
+from rlhfkit.training.distributed import Collectives, configure_deepspeed, exit_launched_process, launched_processes
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
 from rlhfkit.training.micro_batches import step_micro_batches
@@ -118,3 +118,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if (launched_processes() or 1) > 1:
+        exit_launched_process(0)  # as the CLI does: gloo's threads must not meet interpreter finalization

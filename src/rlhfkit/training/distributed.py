@@ -19,11 +19,13 @@ group (NCCL on GPUs, gloo on CPUs); nothing here creates one of its own.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from accelerate import PartialState
@@ -280,6 +282,30 @@ def warn_if_sharding_was_dropped(accelerator) -> None:
                   "not sharded", highlight=False, soft_wrap=True)
 
 
+def _leave_process_group() -> None:
+    """Leave the process group while the interpreter is still whole (torch's documented shutdown).
+    Local to this process, not a collective."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def exit_launched_process(code: int) -> NoReturn:
+    """End a process of a multi-process launch: run the exit handlers (process group left, trackers
+    closed, streams flushed), then exit without interpreter finalization. DistributedDataParallel
+    keeps a reference to the gloo process group in C++ that `destroy_process_group` cannot drop
+    (checked with torch 2.13: gloo's threads outlive it), and tearing those threads down during
+    finalization at times aborted a finished run's main process ("terminate called without an
+    active exception", exit -6; 2 of 11 two-process `run --quick` launches here, pytorch/pytorch
+    PR 179291 describes the same crash). Skipping finalization skips only that teardown."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or a broken pipe: nothing more can be said on it
+            pass
+    os._exit(code)
+
+
 def start_processes() -> None:
     """Join the launcher's process group (if any) before anything else runs; quiet every console but
     the main process's; warn when a launcher was asked for N processes but one started."""
@@ -287,6 +313,7 @@ def start_processes() -> None:
 
     launched = launched_processes()
     if launched is not None and launched > 1:
+        atexit.register(_leave_process_group)
         if not is_main_process():
             console.quiet = True  # one voice: the main process prints progress, summaries and errors
         return
@@ -297,5 +324,5 @@ def start_processes() -> None:
                       f"or use torchrun --nproc_per_node {asked} -m rlhfkit.cli …", highlight=False, soft_wrap=True)
 
 
-__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_sharding", "configure_deepspeed", "cpu_accelerator", "deepspeed_launch", "fsdp_on_cpu", "load_models_whole", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
+__all__ = ["Collectives", "FSDP_ON_CPU_ENV", "barrier", "check_sharding", "configure_deepspeed", "cpu_accelerator", "deepspeed_launch", "exit_launched_process", "fsdp_on_cpu", "load_models_whole", "broadcast", "is_main_process", "launched_processes", "main_first", "policy_for_generation", "processes_asked_of_accelerate", "start_processes", "rank",
            "state", "world_size"]
