@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Iterator
@@ -461,6 +462,7 @@ class Checkpointer:
             for name, obj in self.stateful.items():
                 obj.load_state_dict(state["state"][name])
             set_rng_state(per_process[rank], self.generators)
-        except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError,
+                pickle.UnpicklingError) as err:  # UnpicklingError: weights_only refused what the pickle holds
             return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return None
