@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config.load import ConfigError
+from rlhfkit.config.load import ConfigError, dotted_items
 
 MARKER = ".rlhfkit-run"
 LOCK = ".rlhfkit.lock"
@@ -167,17 +167,8 @@ def holding(run_dir: Path, command: str, create: bool) -> Iterator[Path]:
 # ------------------------------------------------------------------ the config a run started with
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def _compared(cfg: Any) -> dict[str, Any]:
-    flat = _flatten(cfg.model_dump(mode="json"))
+    flat = dotted_items(cfg.model_dump(mode="json"))
     return {k: v for k, v in flat.items() if k not in IGNORED_KEYS and not set(k.split(".")) & set(IGNORED_PARTS)}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key.strip()}: {raw!r} is not valid YAML ({getattr(err, 'problem', None) or err}); "
                           "quote strings that hold YAML syntax, e.g. --set 'key=\"a: b\"'") from None
+
+
+def dotted_items(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as `{"ppo.kl.kl_coef": value, ...}` (the keys `--set` takes); an empty
+    mapping stays one value, so `{}` and a missing section still differ."""
+    if isinstance(data, Mapping) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(dotted_items(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.config.load import ConfigError
+from rlhfkit.config.load import ConfigError, dotted_items
 from rlhfkit.stages.common import StageOutput
 
 DONE_FILE = "done.json"
@@ -185,15 +185,6 @@ def fingerprint(cfg: Any, section: Any, stage_dir: Path) -> dict[str, Any]:
     }
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def _same(a: Any, b: Any) -> bool:
     """Equal, or two spellings of the same path (`runs/x/sft/model` and its absolute form)."""
     if a == b:
@@ -203,7 +194,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], stage: str, where: Path) -> None:
     """ConfigError naming the first key (or data file) that differs from the checkpoint's."""
-    a, b = _flatten(dict(saved)), _flatten(dict(current))
+    a, b = dotted_items(dict(saved)), dotted_items(dict(current))
     for key in sorted(set(a) | set(b)):
         if _same(a.get(key), b.get(key)):
             continue

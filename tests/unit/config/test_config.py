@@ -104,3 +104,12 @@ def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_
     old = load_config(default_config_path("default"), ["ppo.reward.clip=null", "ppo.kl.kl_coef=0.05",
                                                        "ppo.num_iterations=40", "rm.ensemble_size=1"])
     assert (old.ppo.reward.clip, old.ppo.kl.kl_coef, old.ppo.num_iterations, old.rm.ensemble_size) == (None, 0.05, 40, 1)
+
+
+
+def test_dotted_items_names_every_leaf_as_set_takes_it():
+    from rlhfkit.config.load import dotted_items
+
+    nested = {"ppo": {"kl": {"kl_coef": 0.1, "adaptive": False}, "lr": 1e-5}, "data": {"columns": {}}, "seed": 1}
+    assert dotted_items(nested) == {"ppo.kl.kl_coef": 0.1, "ppo.kl.adaptive": False, "ppo.lr": 1e-5,
+                                    "data.columns": {}, "seed": 1}  # an empty section is a value, not nothing
