@@ -7,6 +7,9 @@
                seconds and peak live tensor bytes (memory/measure.py::LiveBytes).
 3. logsoftmax  logprobs + entropy of the (B, Tr, V) response logits under no_grad in one go
                (algos/logprobs.py) against the same in chunks of 256 positions.
+4. entropy     one update micro-batch (the actor-critic's forward, the PPO losses, backward) with
+               the entropy in the graph (as before; still so with ppo.entropy_coef > 0) against
+               the entropy outside it (ppo.entropy_coef 0, the default): seconds and peak live bytes.
 
 Model: the default preset's shape (GPT-2, 4 layers, d=128, vocabulary 4096) unless --layers/--width
 say otherwise; 16 rows of 16 prompt + 24 response tokens (the update's mini-batch). The load average
@@ -115,6 +118,35 @@ def bench_logsoftmax(vocab: int, repeats: int) -> None:
             _median_times({"whole (B, Tr, V)": whole, "chunks of 256 positions": chunked}, repeats), peaks)
 
 
+def bench_entropy_graph(actor_critic, ids, mask, repeats: int) -> None:
+    from rlhfkit.algos.losses import ppo_policy_loss, value_loss
+    from rlhfkit.memory.measure import LiveBytes
+
+    response_mask = torch.ones(ROWS, TR)
+    old_logprobs, advantages = torch.full((ROWS, TR), -3.0), torch.randn(ROWS, TR, generator=torch.Generator().manual_seed(1))
+    actor_critic.train()
+
+    def step(entropy_grad: bool):
+        def run():
+            out = actor_critic(ids, mask, TQ, 0.7, entropy_grad=entropy_grad)
+            pg_loss, _ = ppo_policy_loss(out.logprobs, old_logprobs, advantages, response_mask, 0.2, response_mask.sum())
+            vf_loss, _ = value_loss(out.values, out.values.detach(), advantages, response_mask, 0.2, response_mask.sum())
+            entropy = (out.entropy * response_mask).sum() / response_mask.sum()
+            (pg_loss - 0.0 * entropy + 0.1 * vf_loss).backward()
+            actor_critic.zero_grad(set_to_none=True)
+        return run
+
+    variants = {"before: entropy in the graph": step(True), "after: entropy outside it": step(False)}
+    peaks = {}
+    for name, fn in variants.items():
+        with LiveBytes() as live:
+            fn()
+        peaks[name] = f"peak {live.peak / 2**20:.1f} MiB live"
+    _report(f"4. update micro-batch ({ROWS} rows), forward + backward, entropy_coef 0",
+            _median_times(variants, repeats), peaks)
+    actor_critic.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -140,6 +172,7 @@ def main() -> None:
     mask[::3, : TQ // 2] = 0  # some prompts shorter (left padding)
     bench_forward(actor_critic.policy.eval(), ids, mask, args.repeats)
     bench_logsoftmax(args.vocab, args.repeats)
+    bench_entropy_graph(actor_critic, ids, mask, args.repeats)
     load_after = os.getloadavg()[0]
     print(f"load average {load_before:.1f} → {load_after:.1f} on {os.cpu_count()} CPUs"
           + (": CONTENDED — other jobs shared the CPU, treat the times as rough" if max(load_before, load_after) > 1.5 else ""))

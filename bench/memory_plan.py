@@ -3,8 +3,9 @@
 Measured = live tensor bytes (rlhfkit.memory.measure.LiveBytes, a TorchDispatchMode that charges
 every tensor storage an op returns until it is freed), not process RSS. Models are built from
 configs with random weights (no download) and run through rlhfkit's own PPO code:
-`HFGenerationBackend.generate` (generation), `forward_rollout` plus reward-model scoring in chunks
-of 4 × mini-batch (experience), `ppo_update` (update: forward, backward, AdamW step). One warm-up
+`HFGenerationBackend.generate` (generation), reward-model scoring in chunks of 4 × mini-batch plus
+`make_experience` over mini-batch chunks (experience), `ppo_update` on the accelerate-prepared
+`ActorCritic` (update: forward, backward, AdamW step). One warm-up
 iteration runs first, so Adam's moments exist (the planner's steady state); the second iteration is
 measured. The planner's allowance (fragmentation, CUDA context) is not a tensor and is left out.
 
@@ -34,13 +35,17 @@ from rlhfkit.memory import terms
 from rlhfkit.memory.measure import LiveBytes, model_tensors, optimizer_tensors
 from rlhfkit.memory.plan import PlanInputs, Settings, plan_memory
 from rlhfkit.memory.shapes import ModelShape, shape_from_hf_config
+from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.lora import AdapterFreeReference, add_lora
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.models.value_head import SharedValueHead
-from rlhfkit.rollout.experience import compute_rewards_and_advantages, forward_rollout
+from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
-from rlhfkit.stages.ppo import ppo_update
+from rlhfkit.training.distributed import Collectives
+from rlhfkit.training.faults import FaultGuard
+from rlhfkit.training.loop import make_accelerator
+from rlhfkit.training.ppo_update import ppo_update
 
 TOLERANCE = 0.15
 
@@ -133,11 +138,13 @@ def _ppo_config(case: Case) -> PPOConfig:
                      generation=GenerationSection(max_new_tokens=case.response, max_prompt_length=case.prompt))
 
 
-def iteration(case, config, policy, reference, reward, critic, optimizer, scheduler, meter: LiveBytes | None):
+def iteration(case, config, actor_critic, reference, reward, optimizer, scheduler, accelerator,
+              meter: LiveBytes | None):
     """One PPO iteration through rlhfkit's code; returns the peak bytes of each phase (with a meter)."""
     peaks = {}
     ppo = _ppo_config(case)
     tokenizer = SimpleNamespace(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
+    policy = accelerator.unwrap_model(actor_critic).policy
     backend = HFGenerationBackend(policy, tokenizer, ppo.generation)
     backend.config.min_new_tokens = case.response  # full-length responses: the planner plans the budget
     query = torch.randint(0, config.vocab_size - 2, (case.rollout, case.prompt))
@@ -152,17 +159,18 @@ def iteration(case, config, policy, reference, reward, critic, optimizer, schedu
     mark("generation")
     ids, rmask, ended = truncate_after_eos(response, config.eos_token_id, config.pad_token_id)
     rollout = Rollout(query, mask, ids, rmask, ended, [""] * case.rollout, [""] * case.rollout)
-    forward_rollout(rollout, policy, reference, critic, ppo.generation.temperature, case.mini)
     scores = []
     with torch.no_grad():
         for start in range(0, case.rollout, 4 * case.mini):  # RewardModelEnsemble's batch: 4 × mini-batch
             rows = slice(start, start + 4 * case.mini)
             scores.append(sequence_scores(reward, rollout.input_ids[rows], rollout.attention_mask[rows]))
-    rollout.scores = torch.cat(scores).float()
-    compute_rewards_and_advantages(rollout, kl_coef=0.05, kl_estimator="k1", gamma=1.0, lam=0.95,
-                                   whiten_rewards=False, whiten_advantages=True)
+    settings = AdvantageSettings(kl_coef=0.05, kl_estimator="k1", gamma=1.0, lam=0.95, whiten_rewards=False,
+                                 whiten_advantages=True)
+    exp = make_experience(rollout, torch.cat(scores).float(), actor_critic, reference, settings,
+                          ppo.generation.temperature, contiguous_chunks(case.rollout, case.mini))
     mark("experience")
-    ppo_update(rollout, policy, critic, optimizer, scheduler, ppo, torch.Generator().manual_seed(0))
+    ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(0),
+               Collectives(accelerator.device), FaultGuard("ppo", 3), iteration=1)
     mark("update")
     return peaks
 
@@ -171,10 +179,13 @@ def measure_phases(case: Case):
     from transformers import get_scheduler
 
     config, policy, reference, reward, critic = build_models(case)
+    accelerator = make_accelerator("cpu", "no")
     trained = [p for m in (policy, critic) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-6)
     scheduler = get_scheduler("constant", optimizer)
-    iteration(case, config, policy, reference, reward, critic, optimizer, scheduler, None)  # warm-up: Adam state exists
+    actor_critic, optimizer = accelerator.prepare(ActorCritic(policy, critic), optimizer)
+    args = (case, config, actor_critic, reference, reward, optimizer, scheduler, accelerator)
+    iteration(*args, None)  # warm-up: Adam state exists
     frozen = [reference] if not case.lora else []
     with LiveBytes() as meter:
         meter.track(model_tensors(policy, critic, reward, *frozen))
@@ -182,7 +193,7 @@ def measure_phases(case: Case):
         resident = {"weights": sum(p.numel() * p.element_size() for m in (policy, critic, reward, *frozen) for p in m.parameters()),
                     "Adam m, v": sum(t.numel() * t.element_size() for t in optimizer_tensors(optimizer) if t.dim() > 0)}
         meter.reset_peak()
-        peaks = iteration(case, config, policy, reference, reward, critic, optimizer, scheduler, meter)
+        peaks = iteration(*args, meter)
     return config, policy, peaks, resident, trained
 
 
@@ -218,11 +229,19 @@ def measure_terms(case: Case, config, policy, trained) -> dict[str, float]:
         before = meter.live
         logits = head(x)
         labels = torch.randint(0, config.vocab_size, (rows, case.response))
-        loss = logprobs_from_logits(logits, labels, 0.7).sum() + entropy_from_logits(logits, 0.7).sum()
+        loss = logprobs_from_logits(logits, labels, 0.7).sum()
+        with torch.no_grad():  # no entropy bonus (the default): the update keeps no graph for the entropy
+            entropy_from_logits(logits, 0.7)
         del logits
         meter.reset_peak()
         loss.backward()
         out["logits backward"] = meter.peak - before
+        logits = head(x)  # with an entropy bonus (ppo.entropy_coef > 0) the entropy's softmax is in the graph
+        loss = logprobs_from_logits(logits, labels, 0.7).sum() + entropy_from_logits(logits, 0.7).sum()
+        del logits
+        meter.reset_peak()
+        loss.backward()
+        out["logits backward, entropy bonus"] = meter.peak - before
         head.weight.requires_grad_(not case.lora)
     return out
 
@@ -241,7 +260,10 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
         "gradients": (_policy_trainable(case, shape) + (shape.hidden + 1 if case.shared else shape.scalar_head_params())) * act,
         "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, act),
         "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, act, False, lora),
-        "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab, terms.LOGIT_COPIES_BACKWARD),
+        "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab,
+                                                    terms.LOGIT_COPIES_BACKWARD_NO_ENTROPY),
+        "logits backward, entropy bonus": terms.logit_copies_bytes(rows, case.response, shape.vocab,
+                                                                   terms.LOGIT_COPIES_BACKWARD),
     }
 
 

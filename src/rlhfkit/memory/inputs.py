@@ -120,7 +120,8 @@ def plan_inputs_from_config(cfg: RunConfig, stage: Stage, overrides: PlanOverrid
             precision=overrides.precision or _precision(ppo.policy.dtype, cfg.mixed_precision, zero, device),
             lora_rank=ppo.lora.r if ppo.lora else None,
             lora_targets=tuple(ppo.lora.target_modules) if ppo.lora and ppo.lora.target_modules else None,
-            shared_value_head=ppo.value_head == "shared", reward_models=_reward_models(cfg),
+            shared_value_head=ppo.value_head == "shared", entropy_bonus=ppo.entropy_coef > 0,
+            reward_models=_reward_models(cfg),
             rollout_batch=ppo.batch_size, mini_batch=ppo.mini_batch_size, grad_accum=ppo.gradient_accumulation_steps,
             prompt_len=ppo.generation.max_prompt_length, response_len=ppo.generation.max_new_tokens, **common)
         policy, critic = _known(shapes, "policy", "critic")

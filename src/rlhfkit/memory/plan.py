@@ -44,6 +44,7 @@ class Settings:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] | None = None
     shared_value_head: bool = False
+    entropy_bonus: bool = False  # ppo.entropy_coef > 0: the entropy's softmax is in the update's graph
     reward_models: int = 1  # ensemble size; 0 for a Python reward callable
     rollout_batch: int = 64  # episodes generated at once (ppo.batch_size)
     mini_batch: int = 4  # rows per forward/backward (ppo.mini_batch_size; SFT/RM optim.batch_size)
@@ -253,10 +254,12 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
         return [[*accumulated, _activations(inputs, "model", inputs.policy, s.mini_batch * seq), loss]]
     tokens, vocab, tr = s.mini_batch * seq, inputs.policy.vocab, s.response_len
     policy = _activations(inputs, "policy", inputs.policy, tokens)
-    saved = Term("policy", "logits path (saved)", t.logit_copies_bytes(s.mini_batch, tr, vocab, t.LOGIT_COPIES_SAVED),
-                 f"{t.LOGIT_COPIES_SAVED}·B·Tr·V × 4 B")
-    backward = Term("policy", "logits path (backward)", t.logit_copies_bytes(s.mini_batch, tr, vocab, t.LOGIT_COPIES_BACKWARD),
-                    f"{t.LOGIT_COPIES_BACKWARD}·B·Tr·V × 4 B")
+    saved_copies, backward_copies = ((t.LOGIT_COPIES_SAVED, t.LOGIT_COPIES_BACKWARD) if s.entropy_bonus else
+                                     (t.LOGIT_COPIES_SAVED_NO_ENTROPY, t.LOGIT_COPIES_BACKWARD_NO_ENTROPY))
+    saved = Term("policy", "logits path (saved)", t.logit_copies_bytes(s.mini_batch, tr, vocab, saved_copies),
+                 f"{saved_copies}·B·Tr·V × 4 B")
+    backward = Term("policy", "logits path (backward)", t.logit_copies_bytes(s.mini_batch, tr, vocab, backward_copies),
+                    f"{backward_copies}·B·Tr·V × 4 B")
     if s.shared_value_head:
         return [[*accumulated, policy, backward]]
     critic = _activations(inputs, "critic", inputs.critic, tokens)

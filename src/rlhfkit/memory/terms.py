@@ -152,6 +152,11 @@ LOGIT_COPIES_NO_GRAD = 4  # alive at once in a forward under no_grad (experience
 LOGIT_COPIES_REF = 2  # reference logprobs only: the scaled copy and logsumexp's exp
 LOGIT_COPIES_SAVED = 4.25  # saved for backward by logprobs + entropy: 4 copies and a bool mask (1 byte)
 LOGIT_COPIES_BACKWARD = 8.25  # that path's backward at its peak: the 4.25 saved + 4 gradients
+# Without an entropy bonus (ppo.entropy_coef 0, the default) the update computes the entropy outside
+# the graph (models/actor_critic.py): logprobs alone save 1 copy and peak at 4 in their backward
+# (measured with LiveBytes on a (8, 24, 4096) logits path, as the ones above).
+LOGIT_COPIES_SAVED_NO_ENTROPY = 1.0
+LOGIT_COPIES_BACKWARD_NO_ENTROPY = 4.0
 # SFT (algos/losses.sft_loss): the shifted logits' contiguous fp32 copy, cross-entropy's log-softmax
 # (saved), and in the backward their gradient: at most 3 fp32 (B, T, V) tensors at once (measured)
 SFT_LOGIT_COPIES = 3

@@ -91,6 +91,7 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
     first_ratio_dev = torch.zeros((), device=device)
     micro_batches, steps_taken, epochs_run, fault = 0, 0, 0, None
     policy_weight = 1.0 if train_policy else 0.0
+    entropy_in_loss = train_policy and ppo.entropy_coef != 0  # else the entropy is only logged: no graph for it
     actor_critic.train()
     for epoch in range(ppo.ppo_epochs):
         order = first_order if epoch == 0 and first_order is not None else torch.randperm(exp.batch_size, generator=generator)
@@ -108,7 +109,8 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                 mask = mb.response_mask.float()
                 last = k == len(step_batches) - 1
                 with _micro_batch_sync(accelerator, actor_critic, fixed_count=budget is None, last=last):
-                    out = actor_critic(*model_inputs(mb, packed=budget is not None), ppo.generation.temperature)
+                    out = actor_critic(*model_inputs(mb, packed=budget is not None), ppo.generation.temperature,
+                                       entropy_grad=entropy_in_loss)
                     pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
                     vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
                     entropy = masked_sum(out.entropy, mask) / norm_by

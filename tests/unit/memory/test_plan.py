@@ -31,10 +31,13 @@ def test_small_plan_by_hand():
     # MLP's working set 128 tokens × (4·384 + 128) × 4 = 851,968 (the full cache 262,144 + sampler 65,536)
     assert gen.total == resident + 131_072 + 851_968
     # update (backward moment, shared head): activations (2·2688 + 384)·128·4 = 2,949,120, logits path
-    # 8.25 · 4·16·512·4 = 1,081,344, rollout buffers 12·8·32·8 = 24,576
+    # without an entropy bonus 4 · 4·16·512·4 = 524,288, rollout buffers 12·8·32·8 = 24,576
     assert upd.name == "update"
-    assert upd.total == resident + 2_949_120 + 1_081_344 + 24_576
+    assert upd.total == resident + 2_949_120 + 524_288 + 24_576
     assert plan.peak is upd
+    # with an entropy bonus the entropy's softmax is in the graph: 8.25 · 4·16·512·4 = 1,081,344
+    bonus = plan_memory(_small(entropy_bonus=True)).phases[2]
+    assert bonus.total == resident + 2_949_120 + 1_081_344 + 24_576
 
 
 def test_broken_variant_summing_every_phase_overstates_the_peak():

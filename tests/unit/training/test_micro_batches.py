@@ -191,3 +191,39 @@ def test_packed_rows_do_not_see_each_other(models, attention):
         # broken variant: positions counted over the whole pack -> one long sequence, row 1 reads row 0
         broken = response_logprobs(tiny_policy, ids, None, slots._replace(position_ids=torch.arange(ids.shape[1])[None]), 0.7)
     assert (broken[1, 0] - packed[1, 0]).abs() > 1e-4
+
+
+def _update_with(exp: Experience, actor_critic: ActorCritic, entropy_coef: float):
+    ppo = PPOConfig(batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=2, ppo_epochs=1,
+                    vf_coef=0.5, entropy_coef=entropy_coef, max_grad_norm=None)
+    accelerator = make_accelerator("cpu", "no", 2)
+    optimizer = torch.optim.SGD(actor_critic.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
+    result = ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(5),
+                        Collectives(accelerator.device), FaultGuard("ppo", 3), iteration=1)
+    assert result.fault is None
+    return accelerator.unwrap_model(actor_critic).state_dict()
+
+
+def test_the_entropy_is_in_the_graph_only_with_an_entropy_bonus(models, monkeypatch):
+    """Without a bonus the entropy is a statistic: no graph for it (its softmax over the vocabulary
+    would hold two tokens × vocabulary tensors), the same update as with it in the graph × 0; with a
+    bonus its gradient reaches the policy."""
+    exp, actor_critic = _experience(models, None, torch.arange(BATCH))
+    ids, mask, response = exp.input_ids[:4], exp.attention_mask[:4], exp.query_ids.shape[1]
+    with_graph = actor_critic(ids, mask, response, 0.7)
+    without = actor_critic(ids, mask, response, 0.7, entropy_grad=False)
+    assert with_graph.entropy.requires_grad and not without.entropy.requires_grad
+    assert without.logprobs.requires_grad and without.values.requires_grad
+    torch.testing.assert_close(without.entropy, with_graph.entropy, rtol=0, atol=0)
+
+    no_bonus = _update_with(exp, models()[0], entropy_coef=0.0)
+    forward = ActorCritic.forward
+    monkeypatch.setattr(ActorCritic, "forward", lambda self, *a, entropy_grad=True: forward(self, *a, entropy_grad=True))
+    in_graph_times_zero = _update_with(exp, models()[0], entropy_coef=0.0)
+    monkeypatch.undo()
+    for name, tensor in no_bonus.items():
+        torch.testing.assert_close(tensor, in_graph_times_zero[name], rtol=0, atol=0, msg=name)
+    bonus = _update_with(exp, models()[0], entropy_coef=0.5)
+    assert max((bonus[k] - v).abs().max().item() for k, v in no_bonus.items() if k.startswith("policy.")) > 1e-6
