@@ -160,7 +160,7 @@ class RewardSourceSection(Section):
     ensemble: Literal["mean", "min", "uncertainty"] = Field("mean", description="How ensemble members combine (Coste et al. 2023).")
     uncertainty_penalty: float = Field(1.0, ge=0, description="λ in mean − λ·variance for `uncertainty`.")
     normalize: bool = Field(True, description="Shift/scale RM scores by the mean/std stored with the checkpoint.")
-    clip: float | None = Field(None, gt=0, description="Clip scores to ±clip after normalisation.")
+    clip: float | None = Field(None, gt=0, description="Clip scores to ±clip after normalisation (before the missing-EOS penalty, which therefore always applies).")
     missing_eos_penalty: float | None = Field(None, ge=0, description="Subtract this from the score of responses that never emit EOS.")
     batch_size: int = Field(64, gt=0, description="Sequences per reward-model forward when scoring (independent of ppo.mini_batch_size).")
 

@@ -274,10 +274,13 @@ class CallableReward:
 
 
 def finalize_scores(batch: ScoredBatch, ended: torch.Tensor, cfg: RewardSourceSection) -> torch.Tensor:
-    """Apply the missing-EOS penalty and clipping to combined scores."""
+    """Clip the combined scores, then apply the missing-EOS penalty. In this order the penalty always
+    bites: clipped afterwards, a cut-off response the RM scores above clip + penalty would earn the
+    same capped reward as a finished one, and running to the length budget would cost nothing
+    (the hack the penalty exists to stop). The final range is [-clip - penalty, clip]."""
     scores = batch.scores.clone()
-    if cfg.missing_eos_penalty is not None:
-        scores = scores - cfg.missing_eos_penalty * (~ended.cpu()).float()
     if cfg.clip is not None:
         scores = scores.clamp(-cfg.clip, cfg.clip)
+    if cfg.missing_eos_penalty is not None:
+        scores = scores - cfg.missing_eos_penalty * (~ended.cpu()).float()
     return scores

@@ -266,7 +266,10 @@ def test_finalize_scores_penalises_only_responses_without_eos():
     ended = torch.tensor([True, False, True, False])
     assert finalize_scores(batch, ended, RewardSourceSection()).tolist() == [1.0, 2.0, 3.0, 4.0]
     assert finalize_scores(batch, ended, RewardSourceSection(missing_eos_penalty=1.5)).tolist() == [1.0, 0.5, 3.0, 2.5]
-    # clipping comes after the penalty
+    # clipping comes first, so the penalty always bites: 4 without EOS is min(4, 2) - 3 = -1, below the
+    # finished 3's capped 2 (penalty after a clip would give it 1; with penalty 1.5, 2.5 → 2 = as if finished)
     clipped = finalize_scores(batch, ended, RewardSourceSection(missing_eos_penalty=3.0, clip=2.0))
-    assert clipped.tolist() == [1.0, -1.0, 2.0, 1.0]
+    assert clipped.tolist() == [1.0, -1.0, 2.0, -1.0]
+    capped = finalize_scores(batch, ended, RewardSourceSection(missing_eos_penalty=1.0, clip=2.0))
+    assert capped.tolist() == [1.0, 1.0, 2.0, 1.0]
     assert batch.scores.tolist() == [1.0, 2.0, 3.0, 4.0]  # not modified in place
