@@ -261,7 +261,8 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
         "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, act),
         "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, act, False, lora),
         "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab,
-                                                    terms.LOGIT_COPIES_BACKWARD_NO_ENTROPY),
+                                                    terms.LOGIT_COPIES_BACKWARD_NO_ENTROPY_HALF if case.bf16
+                                                    else terms.LOGIT_COPIES_BACKWARD_NO_ENTROPY),
         "logits backward, entropy bonus": terms.logit_copies_bytes(rows, case.response, shape.vocab,
                                                                    terms.LOGIT_COPIES_BACKWARD),
     }

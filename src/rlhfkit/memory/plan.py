@@ -254,8 +254,10 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
         return [[*accumulated, _activations(inputs, "model", inputs.policy, s.mini_batch * seq), loss]]
     tokens, vocab, tr = s.mini_batch * seq, inputs.policy.vocab, s.response_len
     policy = _activations(inputs, "policy", inputs.policy, tokens)
+    half = t.activation_dtype_bytes(s.precision) == 2
     saved_copies, backward_copies = ((t.LOGIT_COPIES_SAVED, t.LOGIT_COPIES_BACKWARD) if s.entropy_bonus else
-                                     (t.LOGIT_COPIES_SAVED_NO_ENTROPY, t.LOGIT_COPIES_BACKWARD_NO_ENTROPY))
+                                     (t.LOGIT_COPIES_SAVED_NO_ENTROPY, t.LOGIT_COPIES_BACKWARD_NO_ENTROPY_HALF if half
+                                      else t.LOGIT_COPIES_BACKWARD_NO_ENTROPY))
     saved = Term("policy", "logits path (saved)", t.logit_copies_bytes(s.mini_batch, tr, vocab, saved_copies),
                  f"{saved_copies}·B·Tr·V × 4 B")
     backward = Term("policy", "logits path (backward)", t.logit_copies_bytes(s.mini_batch, tr, vocab, backward_copies),

@@ -155,8 +155,10 @@ LOGIT_COPIES_BACKWARD = 8.25  # that path's backward at its peak: the 4.25 saved
 # Without an entropy bonus (ppo.entropy_coef 0, the default) the update computes the entropy outside
 # the graph (models/actor_critic.py): logprobs alone save 1 copy and peak at 4 in their backward
 # (measured with LiveBytes on a (8, 24, 4096) logits path, as the ones above).
+# Half-precision logits go row by row in fp32 (algos/logprobs.py), so that backward peaks at 1.25.
 LOGIT_COPIES_SAVED_NO_ENTROPY = 1.0
 LOGIT_COPIES_BACKWARD_NO_ENTROPY = 4.0
+LOGIT_COPIES_BACKWARD_NO_ENTROPY_HALF = 1.25
 # SFT (algos/losses.sft_loss): the shifted logits' contiguous fp32 copy, cross-entropy's log-softmax
 # (saved), and in the backward their gradient: at most 3 fp32 (B, T, V) tensors at once (measured)
 SFT_LOGIT_COPIES = 3
