@@ -62,6 +62,7 @@ class Case:
     checkpointing: bool = False
     bf16: bool = False  # bf16 weights, torch AdamW with bf16 moments (the planner's "half")
     shared: bool = False  # ppo.value_head: shared (a scalar head on the policy, no critic model)
+    value_lora: bool = False  # ppo.value_lora: the critic as adapters (r = 8) + its scalar head
 
 
 CASES = [
@@ -73,6 +74,7 @@ CASES = [
     Case("smollm2-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, checkpointing=True),
     Case("smollm2-lora-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True, checkpointing=True),
     Case("smollm2-bf16", "smollm2", rollout=8, mini=8, prompt=64, response=64, bf16=True),
+    Case("smollm2-value-lora", "smollm2", rollout=8, mini=8, prompt=64, response=64, value_lora=True),
 ]
 
 #: SFT and RM updates (one phase): rows × tokens as in presets/default.yaml (sft batch 16, rm batch 32, max_length 96)
@@ -123,11 +125,14 @@ def build_models(case: Case):
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
     if case.shared:
         critic = SharedValueHead.for_policy(policy)
+    if case.value_lora:
+        critic = add_lora(critic, LoRASection(r=8), where="ppo.value_lora", head="score")
     return config, policy, reference, reward, critic
 
 
 def plan_for(case: Case, shape: ModelShape):
     settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", shared_value_head=case.shared, gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
+                        value_lora_rank=8 if case.value_lora else None,
                         rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
                         prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
@@ -257,7 +262,7 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
     return {
         "weights": sum(t.bytes for t in resident if t.name == "weights"),
         "Adam m, v": sum(t.bytes for t in resident if t.name == "Adam m, v"),
-        "gradients": (_policy_trainable(case, shape) + (shape.hidden + 1 if case.shared else shape.scalar_head_params())) * act,
+        "gradients": (_policy_trainable(case, shape) + _critic_trainable(case, shape)) * act,
         "KV cache": terms.kv_cache_bytes(shape, case.rollout, seq, act),
         "activations (saved)": saved_ckpt if case.checkpointing else terms.activation_bytes(shape, rows * seq, act, False, lora),
         "logits backward": terms.logit_copies_bytes(rows, case.response, shape.vocab,
@@ -270,6 +275,12 @@ def planned_terms(case: Case, shape: ModelShape, plan) -> dict[str, float]:
 
 def _policy_trainable(case: Case, shape: ModelShape) -> int:
     return shape.lora_params(8) if case.lora else shape.n_params()
+
+
+def _critic_trainable(case: Case, shape: ModelShape) -> int:
+    if case.shared:
+        return shape.hidden + 1
+    return shape.lora_params(8) + shape.hidden if case.value_lora else shape.scalar_head_params()
 
 
 def run_case(case: Case) -> list[dict]:

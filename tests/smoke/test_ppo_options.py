@@ -194,6 +194,45 @@ def test_lora_with_a_shared_value_head(tmp_path, tiny_model_dir, prompts_file, r
     AutoModelForCausalLM.from_pretrained(out / "policy")
 
 
+def test_value_lora_trains_only_the_critics_adapters_and_head(tmp_path, tiny_model_dir, prompts_file, reward_fns):
+    """ppo.value_lora: the critic's backbone stays its initial weights, its adapters and scalar head
+    train, and the saved value model is an ordinary checkpoint with the adapters merged in."""
+    pytest.importorskip("peft")
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = _config(tiny_model_dir, prompts_file, "ppo.value_lora.r=4", "ppo.value_lora.alpha=8",
+                  "ppo.checkpoint.keep_when_finished=true")
+    ppo_stage.validate(cfg)
+    out = tmp_path / "ppo"
+    ppo_stage.run(cfg, out)
+    metrics = _iterations(out)
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["loss/value_avg"] > 0 for m in metrics)
+    assert [m["policy/first_minibatch_ratio_dev"] for m in metrics] == [0.0, 0.0]
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()  # the critic's init (callable reward)
+    ckpt = load_file(latest_checkpoint(out / "checkpoints") / "value_model.safetensors")
+    assert any("lora_B" in k and ckpt[k].abs().sum() > 0 for k in ckpt)  # adapters trained
+    heads = [k for k in ckpt if "modules_to_save" in k and "score" in k]
+    assert heads  # the scalar head is a trained copy
+    for key, value in ckpt.items():
+        if "lora_" in key or "score" in key:
+            continue
+        name = key.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(value, base[name]), key  # the backbone is frozen
+    # the policy trained fully (no ppo.lora): it differs from the base
+    policy = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert any(not torch.equal(policy[k], base[k]) for k in base)
+    saved = AutoModelForSequenceClassification.from_pretrained(out / "value_model").state_dict()
+    assert not any("lora" in k or "modules_to_save" in k for k in saved)
+    changed = {k for k in saved if k in base and not torch.equal(saved[k], base[k])}
+    assert changed and all("c_attn" in k for k in changed), changed  # merged adapters: the targeted layers only
+
+
+def test_value_lora_needs_a_critic_model(tiny_model_dir, prompts_file):
+    with pytest.raises(ConfigError, match="ppo.value_lora needs a critic model"):
+        _config(tiny_model_dir, prompts_file, "ppo.value_lora.r=4", "ppo.value_head=shared")
+
+
 def test_critic_starts_from_policy_when_rm_vocabulary_differs(tmp_path, tiny_model_dir, tiny_tokenizer):
     """The critic reads policy token ids: an RM with another tokenizer must not be its init."""
     from rlhfkit.config import load_config

@@ -285,6 +285,10 @@ class PPOConfig(Section):
     lora: LoRASection | None = Field(
         None, description="Train LoRA adapters instead of the full policy; the reference is the policy with adapters off.",
     )
+    value_lora: LoRASection | None = Field(
+        None, description="Train the critic as LoRA adapters on its backbone (the reward model's, by default) plus its "
+                          "scalar head, instead of every critic weight: no gradients or Adam state for the backbone.",
+    )
 
     @model_validator(mode="after")
     def _batch_shape(self) -> "PPOConfig":
@@ -297,6 +301,9 @@ class PPOConfig(Section):
     def _options(self) -> "PPOConfig":
         if self.value_head == "shared" and self.value_model.name_or_path:
             raise ValueError("ppo.value_model is unused with ppo.value_head=shared (the head sits on the policy): leave it empty")
+        if self.value_lora is not None and self.value_head == "shared":
+            raise ValueError("ppo.value_lora needs a critic model: with ppo.value_head=shared the value head sits on the "
+                             "policy (use ppo.lora for its adapters)")
         if self.lora is not None and self.reference.name_or_path:
             raise ValueError("ppo.reference must stay empty with ppo.lora: the reference is the policy with its adapters disabled")
         if self.logging.eval_every is not None:  # the shared logging section's key counts optimiser steps in SFT/RM

@@ -121,6 +121,9 @@ def plan_inputs_from_config(cfg: RunConfig, stage: Stage, overrides: PlanOverrid
             lora_rank=ppo.lora.r if ppo.lora else None,
             lora_targets=tuple(ppo.lora.target_modules) if ppo.lora and ppo.lora.target_modules else None,
             shared_value_head=ppo.value_head == "shared", entropy_bonus=ppo.entropy_coef > 0,
+            value_lora_rank=ppo.value_lora.r if ppo.value_lora else None,
+            value_lora_targets=tuple(ppo.value_lora.target_modules) if ppo.value_lora and ppo.value_lora.target_modules
+            else None,
             reward_models=_reward_models(cfg),
             rollout_batch=ppo.batch_size, mini_batch=ppo.mini_batch_size, grad_accum=ppo.gradient_accumulation_steps,
             prompt_len=ppo.generation.max_prompt_length, response_len=ppo.generation.max_new_tokens, **common)

@@ -44,6 +44,8 @@ class Settings:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] | None = None
     shared_value_head: bool = False
+    value_lora_rank: int | None = None  # ppo.value_lora: the critic's adapters and scalar head train
+    value_lora_targets: tuple[str, ...] | None = None
     entropy_bonus: bool = False  # ppo.entropy_coef > 0: the entropy's softmax is in the update's graph
     reward_models: int = 1  # ensemble size; 0 for a Python reward callable
     rollout_batch: int = 64  # episodes generated at once (ppo.batch_size)
@@ -162,7 +164,11 @@ def _resident(inputs: PlanInputs) -> tuple[list[_States], list[Term]]:
             states.append(_model_states(name, inputs.reward.scalar_head_params(), 0, s, frozen_offloadable=True))
         if not s.shared_value_head:
             critic = inputs.critic.scalar_head_params()
-            states.append(_model_states("critic", critic, critic, s, frozen_offloadable=False))
+            if s.value_lora_rank:  # frozen backbone; adapters plus peft's trained copy of the (hidden → 1) head
+                trained = inputs.critic.lora_params(s.value_lora_rank, s.value_lora_targets) + inputs.critic.hidden
+                states.append(_model_states("critic", critic + trained, trained, s, frozen_offloadable=False))
+            else:
+                states.append(_model_states("critic", critic, critic, s, frozen_offloadable=False))
     return states, [term for st in states for term in st.host]
 
 
@@ -228,7 +234,9 @@ def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term])
 def _activations(inputs: PlanInputs, role: str, shape: ModelShape, tokens: int) -> Term:
     s = inputs.settings
     act = t.activation_dtype_bytes(s.precision)
-    lora = (s.lora_rank, s.lora_targets or shape.default_lora_targets()) if (s.lora_rank and role == "policy") else None
+    rank, targets = {"policy": (s.lora_rank, s.lora_targets), "critic": (s.value_lora_rank, s.value_lora_targets)}.get(
+        role, (None, None))
+    lora = (rank, targets or shape.default_lora_targets()) if rank else None
     per_layer = shape.hidden if s.gradient_checkpointing else t.layer_saved_per_token(shape, lora)
     name = "activations (checkpointed)" if s.gradient_checkpointing else "activations"
     return Term(role, name, t.activation_bytes(shape, tokens, act, s.gradient_checkpointing, lora),

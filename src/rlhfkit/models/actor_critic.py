@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
+from rlhfkit.models.lora import is_lora
 from rlhfkit.models.response_slots import ResponseSlots
 from rlhfkit.models.scoring import position_ids_from_mask
 from rlhfkit.models.value_head import SharedValueHead
@@ -95,8 +96,9 @@ class ActorCritic(nn.Module):
         if self.shared_head:
             values = self.critic(slots.pick(out.hidden_states[-1]))
         else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)
-            backbone = getattr(self.critic, self.critic.base_model_prefix)
+            critic = self.critic.get_base_model() if is_lora(self.critic) else self.critic  # LoRA: layers adapted in place
+            backbone = getattr(critic, critic.base_model_prefix)
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False, **slots.attention_kwargs()).last_hidden_state
-            values = self.critic.score(slots.pick(hidden)).squeeze(-1)
+            values = critic.score(slots.pick(hidden)).squeeze(-1)
         return ActorCriticOutput(logprobs, entropy, slots.to_grid(values.float()))

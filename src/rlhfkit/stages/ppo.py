@@ -31,7 +31,8 @@ Implementation choices (docs/ppo.md lists each with its source): old logprobs ar
 forward pass rather than taken from the sampler; the score is added to the last response token
 (not TRL's first pad slot); policy and critic are separate networks, clipped separately.
 Options: `value_head: shared` (a scalar head on the policy's last hidden state instead of a critic
-model), `lora` (adapters train; the reference is the policy with its adapters disabled).
+model), `lora` (adapters train; the reference is the policy with its adapters disabled), `value_lora`
+(the critic's adapters and scalar head train, its backbone frozen).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from rlhfkit.models.load import (
     load_reward_model,
     load_tokenizer,
     save_pretrained_atomic,
+    score_head_name,
 )
 from rlhfkit.models.lora import AdapterFreeReference, add_lora, merged
 from rlhfkit.models.packed_attention import use_packed_attention
@@ -113,7 +115,8 @@ def run(cfg: RunConfig, stage_dir: Path, observer: Observer | None = None, *, re
     if (done := finished_stage(stage_dir, resume)) is not None:
         return done
     validate_refresh(ppo, labeler_given=labeler is not None)
-    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps, lora=ppo.lora is not None)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, ppo.gradient_accumulation_steps,
+                                   lora=ppo.lora is not None or ppo.value_lora is not None)
     check_data_parallel(ppo, accelerator.num_processes, accelerator.distributed_type)
     seed_everything(cfg.seed, accelerator.process_index)  # each process its own sampling stream
     s = _setup(cfg, stage_dir, accelerator, labeler, held_out)
@@ -268,6 +271,8 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         critic = SharedValueHead.for_policy(policy)
     else:
         critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
+        if ppo.value_lora is not None:  # adapters and the scalar head train; the backbone is frozen
+            critic = disable_dropout(add_lora(critic, ppo.value_lora, where="ppo.value_lora", head=score_head_name(critic)))
     if ppo.micro_batch_tokens is not None:  # packed micro-batches: attention row by row, not under a dense (N, N) mask
         for model in (policy, reference, critic):
             use_packed_attention(model)
@@ -517,7 +522,7 @@ def _save(stage_dir: Path, s: _PPO, iteration: int) -> None:
     if isinstance(critic, SharedValueHead):
         critic.save(stage_dir / VALUE_HEAD_FILE, critic_weights)
     else:
-        save_pretrained_atomic(critic, tokenizer, stage_dir / "value_model", critic_weights)
+        save_pretrained_atomic(merged(critic, in_place=True), tokenizer, stage_dir / "value_model", critic_weights)
     tokenizer.padding_side = "left"
     state = {"iteration": iteration, "kl_controller": s.kl_ctl.state_dict()}
     tmp = stage_dir / "trainer_state.json.tmp"

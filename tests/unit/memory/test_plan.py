@@ -56,6 +56,20 @@ def test_lora_drops_the_reference_and_most_optimizer_state():
     assert lora.peak.total < full.peak.total
 
 
+def test_value_lora_keeps_adam_state_for_the_critics_adapters_and_head_only():
+    full = plan_memory(_small(shared_value_head=False))
+    lora = plan_memory(_small(shared_value_head=False, value_lora_rank=8))
+    terms = {(t.model, t.name): t.bytes for t in lora.phases[0].terms}
+    full_terms = {(t.model, t.name): t.bytes for t in full.phases[0].terms}
+    # the critic: P − LM head 512·128 + score head 128 = 459,520 parameters; trained with adapters on q, v
+    # 7,168 + peft's copy of the 128-weight head = 7,296, Adam 8 B each; weights hold both
+    assert full_terms[("critic", "Adam m, v")] == 459_520 * 8
+    assert terms[("critic", "Adam m, v")] == 7_296 * 8
+    assert terms[("critic", "weights")] == (459_520 + 7_296) * 4
+    assert ("reference", "weights") in terms  # the policy is trained in full: its reference stays
+    assert lora.peak.total < full.peak.total
+
+
 def test_seed_table_for_70b_is_the_seeds_840_gb():
     # Llama-3-70B: 70,553,706,496 parameters; 4 + 2 + 2 + 4 bytes each = 847 GB (the seed: ~840 GB)
     inputs = PlanInputs("ppo", PRESETS["70b"], PRESETS["70b"], PRESETS["70b"])
