@@ -312,6 +312,29 @@ def test_sigint_in_process_exits_130_and_resumes(tmp_path, tiny_model_dir, promp
     assert_same_run(ppo_baseline, run_dir / "ppo", "policy")
 
 
+def test_lora_policy_and_critic_resume_to_the_uninterrupted_run(tmp_path, tiny_model_dir, prompts_file, monkeypatch):
+    """ppo.lora and ppo.value_lora: the adapters and the critic's head come back from the checkpoint
+    (peft-wrapped state dicts) and the resumed run ends where the uninterrupted one does."""
+    pytest.importorskip("peft")
+    lora = ("ppo.lora.r=4", "ppo.value_lora.r=4")
+    whole = cli(*ppo_args(tiny_model_dir, prompts_file, *lora), "-o", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
+    import test_resume
+
+    test_resume._calls = 0
+    monkeypatch.setenv(GATE_ENV, "SIGINT:3")
+    stopped = cli(*ppo_args(tiny_model_dir, prompts_file, *lora), "-o", tmp_path / "run")
+    assert stopped.exit_code == 130, stopped.output
+    monkeypatch.delenv(GATE_ENV)
+    resumed = cli("ppo", "--resume", tmp_path / "run")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from" in " ".join(resumed.output.split())
+    assert_same_run(tmp_path / "whole" / "ppo", tmp_path / "run" / "ppo", "policy")
+    assert weights(tmp_path / "whole" / "ppo" / "value_model").keys() == weights(tmp_path / "run" / "ppo" / "value_model").keys()
+    for name, tensor in weights(tmp_path / "whole" / "ppo" / "value_model").items():
+        assert torch.equal(tensor, weights(tmp_path / "run" / "ppo" / "value_model")[name]), name
+
+
 # ------------------------------------------------------------------ NaN / Inf
 
 
