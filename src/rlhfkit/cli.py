@@ -363,6 +363,10 @@ def config_command(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    world = os.environ.get("WORLD_SIZE", "")  # set by the launchers (training/distributed.py::launched_processes)
+    if not (world.isdigit() and int(world) > 1):  # one process: Python's own exit
+        app(prog_name="rlhfkit")
+        return
     try:
         app(prog_name="rlhfkit")
         code = 0
@@ -372,11 +376,14 @@ def main() -> None:  # pragma: no cover - console entry point
         else:
             print(done.code, file=sys.stderr)
             code = 1
-    from rlhfkit.training.distributed import exit_launched_process, launched_processes
+    except BaseException:  # an uncaught error must not reach interpreter finalization either
+        import traceback
 
-    if (launched_processes() or 1) > 1:
-        exit_launched_process(code)  # not through interpreter finalization (see there why)
-    sys.exit(code)
+        traceback.print_exc()
+        code = 1
+    from rlhfkit.training.distributed import exit_launched_process
+
+    exit_launched_process(code)  # not through interpreter finalization (see there why)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -121,13 +121,14 @@ def test_lora_dropout_must_be_zero(tiny_model_dir, prompts_file):
         _config(tiny_model_dir, prompts_file, "ppo.lora.r=4", "ppo.lora.dropout=0.1")
 
 
-def test_lora_without_peft_is_a_config_error(tiny_model_dir, prompts_file, reward_fns, monkeypatch):
+@pytest.mark.parametrize("key", ["ppo.lora", "ppo.value_lora"])
+def test_lora_without_peft_is_a_config_error(tiny_model_dir, prompts_file, reward_fns, monkeypatch, key):
     import sys
 
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
-    cfg = _config(tiny_model_dir, prompts_file, "ppo.lora.r=4")
-    with pytest.raises(ConfigError, match=r"pip install 'rlhfkit\[peft\]'"):
-        ppo_stage.validate(cfg)
+    cfg = _config(tiny_model_dir, prompts_file, f"{key}.r=4")
+    with pytest.raises(ConfigError, match=rf"^{key} needs .*pip install 'rlhfkit\[peft\]'"):
+        ppo_stage.validate(cfg)  # before any model loads
 
 
 def test_adapter_free_reference_is_the_base_model_exactly(tiny_model_dir):

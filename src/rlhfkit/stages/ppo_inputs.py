@@ -51,8 +51,8 @@ def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before any model is loaded."""
     ppo = cfg.ppo
     check_model_source(ppo.policy, "ppo.policy")
-    if ppo.lora is not None:
-        require_peft()
+    if ppo.lora is not None or ppo.value_lora is not None:
+        require_peft("ppo.lora" if ppo.lora is not None else "ppo.value_lora")
     if not ppo.data.path:
         raise ConfigError("ppo.data.path is empty: give a JSONL file of {prompt} records")
     load_records(ppo.data.path, "prompts", ppo.data.columns)

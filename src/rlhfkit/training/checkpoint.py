@@ -220,6 +220,9 @@ def is_complete(path: Path) -> bool:
         return False
 
 
+_UNREADABLE = "unreadable: "  # _try_load's prefix for a checkpoint that is intact but cannot be read here
+
+
 def corruption(path: Path) -> str | None:
     """The first file of a complete checkpoint whose sha256 differs from its manifest's, or None."""
     for name, entry in _manifest_files(path).items():
@@ -394,6 +397,10 @@ class Checkpointer:
         for path in reversed(list_checkpoints(self.root)):
             # every process loads the same checkpoint: a problem any of them meets rules it out for all
             problem = next((p for p in self._gather(self._try_load(path)) if p is not None), None)
+            if problem is not None and problem.startswith(_UNREADABLE):  # every checkpoint would say the same
+                raise ConfigError(f"{path}: {problem.removeprefix(_UNREADABLE)}; written by another torch or "
+                                  "DeepSpeed version? The checkpoints are left as they are: resume with the versions "
+                                  "that wrote them")
             if problem is None:
                 state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
                 if self._main:
@@ -462,7 +469,10 @@ class Checkpointer:
             for name, obj in self.stateful.items():
                 obj.load_state_dict(state["state"][name])
             set_rng_state(per_process[rank], self.generators)
-        except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError,
-                pickle.UnpicklingError) as err:  # UnpicklingError: weights_only refused what the pickle holds
+        except pickle.UnpicklingError as err:  # weights_only refused a type the pickle holds: the files passed
+            # their sha256 check, so this is no damage but a version mismatch (or a file written by someone else)
+            return f"{_UNREADABLE}the optimizer state holds what torch.load(weights_only=True) refuses " \
+                   f"({str(err).splitlines()[0] if str(err) else 'UnpicklingError'})"
+        except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError) as err:
             return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return None

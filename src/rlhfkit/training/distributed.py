@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -290,13 +291,19 @@ def _leave_process_group() -> None:
 
 
 def exit_launched_process(code: int) -> NoReturn:
-    """End a process of a multi-process launch: run the exit handlers (process group left, trackers
-    closed, streams flushed), then exit without interpreter finalization. DistributedDataParallel
-    keeps a reference to the gloo process group in C++ that `destroy_process_group` cannot drop
-    (checked with torch 2.13: gloo's threads outlive it), and tearing those threads down during
-    finalization at times aborted a finished run's main process ("terminate called without an
-    active exception", exit -6; 2 of 11 two-process `run --quick` launches here, pytorch/pytorch
-    PR 179291 describes the same crash). Skipping finalization skips only that teardown."""
+    """End a process of a multi-process launch: join Python's own threads, run the exit handlers
+    (trackers closed, streams flushed; the process group left only after a success), then exit
+    without interpreter finalization. DistributedDataParallel keeps a reference to the gloo process
+    group in C++ that `destroy_process_group` cannot drop (checked with torch 2.13: gloo's threads
+    outlive it), and tearing those threads down during finalization at times aborted a finished
+    run's main process ("terminate called without an active exception", exit -6; 2 of 11
+    two-process `run --quick` launches here; pytorch/pytorch PR 179291 describes the same crash).
+    After a failure the group is not left: with NCCL that can be a collective (ncclCommAbort), and a
+    failed process waiting in it for peers that wait elsewhere would hang the job instead of ending
+    it (the launcher stops the others when one exits)."""
+    if code != 0:
+        atexit.unregister(_leave_process_group)
+    threading._shutdown()  # what interpreter shutdown does first: non-daemon threads, executor workers
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -114,7 +114,8 @@ def ppo_update(exp: Experience, actor_critic, optimizer, scheduler, accelerator:
                     pg_loss, pg = ppo_policy_loss(out.logprobs, mb.logprobs, mb.advantages, mask, ppo.clip_range, norm_by)
                     vf_loss, vf = value_loss(out.values, mb.values, mb.returns, mask, ppo.clip_range_value, norm_by)
                     entropy = masked_sum(out.entropy, mask) / norm_by
-                    loss = policy_weight * (pg_loss - ppo.entropy_coef * entropy) + ppo.vf_coef * vf_loss
+                    bonus = ppo.entropy_coef * entropy if entropy_in_loss else 0.0
+                    loss = policy_weight * (pg_loss - bonus) + ppo.vf_coef * vf_loss
                     if guard.injected(iteration, "loss"):
                         loss = loss * math.nan
                     non_finite_loss |= ~torch.isfinite(loss.detach())

@@ -106,7 +106,6 @@ def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_
     assert (old.ppo.reward.clip, old.ppo.kl.kl_coef, old.ppo.num_iterations, old.rm.ensemble_size) == (None, 0.05, 40, 1)
 
 
-
 def test_dotted_items_names_every_leaf_as_set_takes_it():
     from rlhfkit.config.load import dotted_items
 

@@ -218,12 +218,21 @@ def test_the_entropy_is_in_the_graph_only_with_an_entropy_bonus(models, monkeypa
     assert without.logprobs.requires_grad and without.values.requires_grad
     torch.testing.assert_close(without.entropy, with_graph.entropy, rtol=0, atol=0)
 
+    forward, asked = ActorCritic.forward, []
+
+    def recording(self, *args, entropy_grad=True):
+        asked.append(entropy_grad)
+        return forward(self, *args, entropy_grad=entropy_grad)
+
+    monkeypatch.setattr(ActorCritic, "forward", recording)
     no_bonus = _update_with(exp, models()[0], entropy_coef=0.0)
-    forward = ActorCritic.forward
+    assert asked and not any(asked)  # the update asked for no entropy graph in every micro-batch
+    asked.clear()
+    bonus = _update_with(exp, models()[0], entropy_coef=0.5)
+    assert asked and all(asked)
     monkeypatch.setattr(ActorCritic, "forward", lambda self, *a, entropy_grad=True: forward(self, *a, entropy_grad=True))
     in_graph_times_zero = _update_with(exp, models()[0], entropy_coef=0.0)
     monkeypatch.undo()
     for name, tensor in no_bonus.items():
         torch.testing.assert_close(tensor, in_graph_times_zero[name], rtol=0, atol=0, msg=name)
-    bonus = _update_with(exp, models()[0], entropy_coef=0.5)
     assert max((bonus[k] - v).abs().max().item() for k, v in no_bonus.items() if k.startswith("policy.")) > 1e-6
