@@ -94,3 +94,28 @@ def test_a_fresh_score_head_is_fine_and_said_once(tiny_model_dir, monkeypatch):
         _load(tiny_model_dir, "rm")
     text = " ".join(captured.get().split())
     assert text.count("has no score head yet: a fresh one is initialised") == 1
+
+
+def test_a_fresh_head_is_random_for_a_reward_model_and_zero_for_a_critic(tiny_model_dir):
+    section = ModelSection(name_or_path=str(tiny_model_dir))
+    tokenizer = load_tokenizer(section, "rm.model")
+    rm = load_reward_model(section, tokenizer, "rm.model")
+    d = rm.score.in_features
+    # N(0, 1/sqrt(d+1)): the sample std is near 1/sqrt(d+1), far from 0
+    assert rm.score.weight.std().item() == pytest.approx(1 / (d + 1) ** 0.5, rel=0.3)
+    critic = load_reward_model(section, tokenizer, "ppo.value_model", fresh_init="zero")
+    assert torch.count_nonzero(critic.score.weight) == 0
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(critic(input_ids=ids).logits, torch.zeros(1, 1))  # every value starts at 0
+
+
+def test_a_trained_head_is_kept_whatever_the_fresh_init(tiny_model_dir, tmp_path):
+    section = ModelSection(name_or_path=str(tiny_model_dir))
+    tokenizer = load_tokenizer(section, "rm.model")
+    rm = load_reward_model(section, tokenizer, "rm.model")
+    rm.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    saved = rm.score.weight.detach().clone()
+    critic = load_reward_model(ModelSection(name_or_path=str(tmp_path / "rm")), tokenizer, "ppo.value_model",
+                               fresh_init="zero")
+    assert torch.equal(critic.score.weight, saved)
