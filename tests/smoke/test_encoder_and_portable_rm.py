@@ -323,3 +323,39 @@ def test_a_real_smollm2_rm_agrees_with_the_pipeline_on_chat_text(tmp_path):
     for scores in _pipeline_scores(rm_dir, pairs, [p + r for p, r in zip(prompts, replies)]):
         torch.testing.assert_close(scores, sampled, atol=1e-4, rtol=0)
     assert sampled.std() > 1e-4
+
+
+def test_held_out_prompts_reach_an_encoder_rm_rendered_its_own_way(tmp_path, encoder_rm, tiny_model_dir, monkeypatch):
+    """`ppo.eval.every` scores held-out chat prompts with the proxy: an encoder RM must read them rendered
+    by its own tokenizer, as it reads the training prompts — not the policy's chat text as plain text
+    (which scored the assistant preset's held-out replies 0.1 against 0.95 in the final evaluation)."""
+    import shutil
+
+    from rlhfkit.config import load_config
+    from rlhfkit.stages import ppo as ppo_stage
+
+    policy = shutil.copytree(tiny_model_dir, tmp_path / "policy")
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    tokenizer.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+    tokenizer.save_pretrained(policy)
+    chat = lambda texts: "".join(json.dumps({"prompt": [{"role": "user", "content": t}]}) + "\n" for t in texts)
+    (tmp_path / "train.jsonl").write_text(chat(PROMPTS * 2), encoding="utf-8")
+    (tmp_path / "held_out.jsonl").write_text(chat(["what is a fox", "tell me a joke"]), encoding="utf-8")
+    unmapped: list[str] = []
+    score = RewardModelEnsemble.score
+
+    def spying_score(self, prompts, responses):
+        unmapped.extend(p for p in prompts if p not in self.prompt_records)
+        return score(self, prompts, responses)
+
+    monkeypatch.setattr(RewardModelEnsemble, "score", spying_score)
+    cfg = load_config(None, [
+        "device=cpu", f"ppo.policy.name_or_path={policy}", f"ppo.data.path={tmp_path / 'train.jsonl'}",
+        f"ppo.data.eval_path={tmp_path / 'held_out.jsonl'}", "ppo.eval.every=1", f"ppo.reward.model_paths=[{encoder_rm}]",
+        "ppo.num_iterations=1", "ppo.batch_size=4", "ppo.mini_batch_size=4", "ppo.gradient_accumulation_steps=1",
+        "ppo.ppo_epochs=1", "ppo.generation.max_new_tokens=4", "ppo.logging.progress=false"])
+    ppo_stage.validate(cfg)
+    ppo_stage.run(cfg, tmp_path / "ppo")
+    evals = [m for m in read_metrics(tmp_path / "ppo" / "metrics.jsonl") if "eval/proxy_score" in m]
+    assert len(evals) == 1
+    assert not unmapped, f"held-out prompts scored as the policy's text: {unmapped}"

@@ -87,6 +87,9 @@ class HeldOutEvaluator:
         if stats.dropped:
             raise ConfigError(f"ppo.eval.every: {stats.dropped} held-out prompt(s) tokenize to nothing")
         self.texts = [render_prompt(tokenizer, e) for e in mine]
+        # rendered text -> record, so a reward model with its own tokenizer (an encoder, another chat
+        # template) reads each held-out prompt rendered its own way, as it does the training prompts
+        self.prompt_records = dict(zip(self.texts, mine))
         self.tokenizer, self.collectives, self.seed = tokenizer, collectives, cfg.seed
         self.generation = evaluation_generation(cfg)
         self.judges = {"proxy": proxy, **({"gold": held_out.gold} if held_out.gold is not None else {})}

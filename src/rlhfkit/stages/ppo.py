@@ -270,7 +270,8 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
     if ppo.value_head == "shared":  # a scalar head on the policy's last hidden state, no critic model
         critic = SharedValueHead.for_policy(policy)
     else:
-        critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model"))
+        critic = disable_dropout(load_reward_model(value_section(ppo, tokenizer), tokenizer, "ppo.value_model",
+                                                    fresh_init="zero"))
         if ppo.value_lora is not None:  # adapters and the scalar head train; the backbone is frozen
             critic = disable_dropout(add_lora(critic, ppo.value_lora, where="ppo.value_lora", head=score_head_name(critic)))
     if ppo.micro_batch_tokens is not None:  # packed micro-batches: attention row by row, not under a dense (N, N) mask
@@ -317,12 +318,13 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         collectives=Collectives(device),
         peak_flops=peak_flops(ppo.logging.peak_flops, device, half_precision=cfg.mixed_precision != "no"),
     )
-    s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
-                       else _reward_models(ppo.reward.model_paths, ppo, s))
     if ppo.eval.every is not None:  # the proxy is whatever scores now (a refresh replaces s.reward_source)
         s.evaluator = HeldOutEvaluator(held_out or held_out_from_config(ppo), tokenizer, cfg,
                                        lambda p, r: s.reward_source.score(p, r).scores.tolist(), s.collectives,
                                        accelerator.process_index)
+        s.prompt_records.update(s.evaluator.prompt_records)  # before any reward model is built from them
+    s.reward_source = (CallableReward(ppo.reward.callable) if ppo.reward.callable
+                       else _reward_models(ppo.reward.model_paths, ppo, s))
     if ppo.generation.backend == "vllm":
         # the architecture from the policy's directory (bundled:NAME resolved); weights come from the live policy
         s.vllm = VLLMGenerationBackend.start(resolve_model_path(ppo.policy.name_or_path), ppo.generation,
