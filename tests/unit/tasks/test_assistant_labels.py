@@ -41,3 +41,42 @@ def test_labelled_pairs_keep_the_vote_counts_as_soft_labels(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     soft = [p.p_chosen for p in read_preferences(path)]
     assert soft[:2] == [1.0, 1.0] and pytest.approx(2 / 3) in soft
+
+
+def test_rm_gold_accuracy_scores_the_ensemble_ppo_optimises(tmp_path, monkeypatch):
+    """All of PPO's reward models, combined by PPO's rule (not the first member alone), are compared
+    with gold, as the fortunes task does; ranking only, so no clip and no EOS penalty."""
+    import torch
+
+    from rlhfkit.config.stages import RewardSourceSection
+    from rlhfkit.rewards import sources
+    from rlhfkit.tasks.assistant import task as task_module
+
+    seen = {}
+
+    class TwoMembers:  # member 0 ranks only "yes A" right, member 1 only "yes B"; their mean ranks both
+        def __init__(self, paths, cfg, device, prompt_records=None):
+            seen.update(paths=list(paths), cfg=cfg, records=prompt_records)
+
+        def score(self, prompts, responses):
+            table = {"yes A": (1.0, -0.5), "no A": (0.0, 0.0), "yes B": (-0.5, 1.0), "no B": (0.0, 0.0)}
+            members = torch.tensor([table[r] for r in responses]).T
+            combined = members.mean(0) if len(seen["paths"]) > 1 else members[0]
+            return sources.ScoredBatch(combined, members)
+
+    monkeypatch.setattr(sources, "RewardModelEnsemble", TwoMembers)
+    monkeypatch.setattr(task_module, "render_prompt", lambda tokenizer, record: "<chat>" + record.messages[-1]["content"])
+    task = AssistantTask(TaskSection(name="assistant"), tmp_path, seed=0)
+    monkeypatch.setattr(task, "_tokenizer", lambda: None)
+    task._gold = FixedGold({"yes A": 0.9, "no A": 0.1, "yes B": 0.8, "no B": 0.2})
+    user = lambda q: [{"role": "user", "content": q}]
+    reply = lambda r: [{"role": "assistant", "content": r}]
+    task.held_out_preferences.write_text(
+        json.dumps({"prompt": user("a?"), "chosen": reply("yes A"), "rejected": reply("no A")}) + "\n"
+        + json.dumps({"prompt": user("b?"), "chosen": reply("yes B"), "rejected": reply("no B")}) + "\n")
+    reward = RewardSourceSection(ensemble="mean", missing_eos_penalty=1.0, clip=2.0)
+    assert task.rm_gold_accuracy(["rm", "rm-1"], reward, torch.device("cpu")) == 1.0
+    assert seen["paths"] == ["rm", "rm-1"] and seen["cfg"].ensemble == "mean" and seen["cfg"].normalize
+    assert seen["cfg"].clip is None and seen["cfg"].missing_eos_penalty is None
+    assert set(seen["records"]) == {"<chat>a?", "<chat>b?"}  # each RM renders the prompt its own way
+    assert task.rm_gold_accuracy(["rm"], reward, torch.device("cpu")) == 0.5  # member 0 alone: 1 of 2

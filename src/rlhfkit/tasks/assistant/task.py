@@ -183,9 +183,10 @@ class AssistantTask:
         return load_records(self.dir / "eval_prompts.jsonl", "prompts")
 
     def rm_gold_accuracy(self, rm_paths: list[str], reward, device: torch.device) -> float | None:
-        """Accuracy of the first reward model against noise-free gold preferences on the held-out pairs
-        (gold ties skipped); `reward` (PPO's reward section) is accepted as the fortunes task takes it."""
-        from rlhfkit.config.stages import RewardSourceSection
+        """Accuracy of the reward PPO optimises (one RM, or the ensemble combined by `reward.ensemble`)
+        against noise-free gold preferences on the held-out pairs (gold ties skipped), as the
+        fortunes task measures it. The EOS penalty and the clip do not change which of two complete
+        replies ranks higher, so they are left out."""
         from rlhfkit.evaluation.policy_eval import gold_preference_accuracy
         from rlhfkit.rewards.sources import RewardModelEnsemble
 
@@ -195,7 +196,7 @@ class AssistantTask:
         tokenizer = self._tokenizer()
         rendered = [render_prompt(tokenizer, p) for p in pairs]
         questions = [p.messages[-1]["content"] for p in pairs]
-        rm = RewardModelEnsemble(rm_paths[:1], RewardSourceSection(normalize=False), device,
+        rm = RewardModelEnsemble(rm_paths, reward.model_copy(update={"missing_eos_penalty": None, "clip": None}), device,
                                  prompt_records=dict(zip(rendered, pairs)))
         chosen = rm.score(rendered, [p.chosen for p in pairs]).scores
         rejected = rm.score(rendered, [p.rejected for p in pairs]).scores
