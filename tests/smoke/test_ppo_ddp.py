@@ -147,7 +147,9 @@ def _process(pid: int):
 
 
 def _ppo_lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    """The per-iteration records of PPO's metrics.jsonl (the monitor's diagnostic lines share the file)."""
+    lines = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if "objective/scores" in line]
 
 
 def _run(run_dir: Path, launch: list[str]) -> tuple[Path, str]:
