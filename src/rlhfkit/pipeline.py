@@ -52,7 +52,7 @@ def _with(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
 def validate_run(cfg: RunConfig) -> None:
     """Check every user-supplied file and model path before the first stage starts."""
     if "ppo" in cfg.stages:
-        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None and cfg.task.name == "fortunes")
+        ppo_stage.validate_refresh(cfg.ppo, labeler_given=cfg.task is not None)
         check_held_out(cfg.ppo, task_given=cfg.task is not None)
     if cfg.task is not None:
         from rlhfkit.tasks.fortunes.base_model import default_cache_dir

@@ -30,7 +30,7 @@ import json
 import os
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import torch
 
 from rlhfkit.config.load import ConfigError
 from rlhfkit.config.stages import RunConfig
-from rlhfkit.data.records import load_records
+from rlhfkit.data.records import PreferenceExample, PromptExample, load_records
 from rlhfkit.rewards.sources import import_function
 
 STAGE_DIR_TOKEN = "{stage_dir}"
@@ -84,6 +84,31 @@ def preference_records(prompts: Sequence[str], responses_a: Sequence[str], respo
     return records
 
 
+def file_record(record: dict[str, str], prompt: PromptExample | None) -> dict[str, Any]:
+    """A {prompt, chosen, rejected} pair with a policy-rendered prompt, as a preference JSONL row:
+    in chat form when the prompt was a chat one (its messages; the replies as assistant turns), else as is."""
+    if prompt is None or prompt.messages is None:
+        return dict(record)
+    return {"prompt": list(prompt.messages),
+            "chosen": [{"role": "assistant", "content": record["chosen"]}],
+            "rejected": [{"role": "assistant", "content": record["rejected"]}]}
+
+
+def replay_record(pair: PreferenceExample) -> dict[str, Any]:
+    """A loaded preference pair back as a JSONL row in its own form (chat or text, with its soft label)."""
+    if pair.messages is not None:
+        row: dict[str, Any] = {"prompt": list(pair.messages),
+                               "chosen": [{"role": "assistant", "content": pair.chosen}],
+                               "rejected": [{"role": "assistant", "content": pair.rejected}]}
+    else:
+        row = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+    if pair.p_chosen is not None:
+        row["p_chosen"] = pair.p_chosen
+    if pair.margin is not None:
+        row["margin"] = pair.margin
+    return row
+
+
 def pair_accuracy(score: Callable[[list[str], list[str]], torch.Tensor], records: Sequence[dict[str, str]]) -> float | None:
     """Fraction of labelled pairs the scorer ranks as the labeler did."""
     if not records:
@@ -109,9 +134,13 @@ def preserved_rng():
 class RewardRefresher:
     """Owns the refresh schedule, the rounds' files and the current reward-model paths (checkpointed)."""
 
-    def __init__(self, cfg: RunConfig, stage_dir: Path, task_labeler: Labeler | None):
-        """`task_labeler`: the bundled task's annotators, used when `labeler: task`."""
+    def __init__(self, cfg: RunConfig, stage_dir: Path, task_labeler: Labeler | None,
+                 prompt_records: Mapping[str, PromptExample] | None = None):
+        """`task_labeler`: the bundled task's annotators, used when `labeler: task`. `prompt_records`:
+        policy-rendered prompt text -> its prompt record, so pairs on chat prompts are written in chat
+        form (the RM stage then renders them as it rendered its original data)."""
         self.cfg = cfg
+        self.prompt_records = dict(prompt_records or {})
         self.section = cfg.ppo.reward_refresh
         self.dir = stage_dir / "refresh"
         spec = self.section.labeler
@@ -206,10 +235,11 @@ class RewardRefresher:
             raise ConfigError(f"reward refresh round {k}: the labeler stated no preference on any of the {info['sampled_pairs']} pairs")
         accuracy_before = pair_accuracy(score, new_records)
         replay = self._replay(k, len(new_records))
+        new_rows = [file_record(r, self.prompt_records.get(r["prompt"])) for r in new_records]
         with open(round_dir / "preferences.jsonl", "w", encoding="utf-8") as handle:
-            for record in new_records + replay:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        (round_dir / "new_pairs.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new_records), encoding="utf-8")
+            for row in new_rows + replay:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (round_dir / "new_pairs.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new_rows), encoding="utf-8")
 
         new_paths, held_out = [], []
         with preserved_rng():
@@ -236,12 +266,12 @@ class RewardRefresher:
         return metrics
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _replay(self, k: int, n_new: int) -> list[dict[str, str]]:
-        """`replay_pairs` old pairs: the original RM data and the new pairs of earlier rounds, seeded."""
-        pool: list[dict[str, str]] = []
+    def _replay(self, k: int, n_new: int) -> list[dict[str, Any]]:
+        """`replay_pairs` old pairs: the original RM data and the new pairs of earlier rounds, seeded,
+        as JSONL rows (chat pairs stay in chat form, soft labels stay soft)."""
+        pool: list[dict[str, Any]] = []
         if self.section.old_data:
-            pool += [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-                     for p in load_records(self.section.old_data, "preferences")]
+            pool += [replay_record(p) for p in load_records(self.section.old_data, "preferences")]
         for earlier in range(1, k):
             path = self._round_dir(earlier) / "new_pairs.jsonl"
             pool += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

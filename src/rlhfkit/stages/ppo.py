@@ -303,10 +303,11 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
             ids = torch.full((1, 2), tokenizer.eos_token_id, device=device)
             actor_critic(ids, torch.ones_like(ids), 1, 1.0)
     sampler = PromptSampler(len(prompt_texts), cfg.seed)  # the same order on every process; each takes its share
+    records_by_text = dict(zip(prompt_texts, prompt_records))
     s = _PPO(
         cfg=cfg, stage_dir=stage_dir, accelerator=accelerator, tokenizer=tokenizer, actor_critic=actor_critic,
         reference=reference, reward_source=None, prompt_texts=prompt_texts, prompt_ids=prompt_ids,
-        prompt_records=dict(zip(prompt_texts, prompt_records)),
+        prompt_records=records_by_text,
         collate=PromptCollator(tokenizer.pad_token_id), sampler=sampler, optimizer=optimizer, scheduler=scheduler,
         kl_ctl=(AdaptiveKLController(ppo.kl.kl_coef, ppo.kl.target, ppo.kl.horizon) if ppo.kl.adaptive
                 else FixedKLController(ppo.kl.kl_coef)),
@@ -314,7 +315,7 @@ def _setup(cfg: RunConfig, stage_dir: Path, accelerator, labeler: Labeler | None
         monitor=TrainingMonitor(ppo.diagnostics, cfg) if ppo.diagnostics.enabled else None,
         stopper=EarlyStopper(ppo.early_stopping),
         guard=FaultGuard("ppo", ppo.checkpoint.max_consecutive_faults, unit="iteration"),
-        refresher=RewardRefresher(cfg, stage_dir, labeler) if ppo.reward_refresh.every is not None else None,
+        refresher=RewardRefresher(cfg, stage_dir, labeler, records_by_text) if ppo.reward_refresh.every is not None else None,
         collectives=Collectives(device),
         peak_flops=peak_flops(ppo.logging.peak_flops, device, half_precision=cfg.mixed_precision != "no"),
     )

@@ -120,3 +120,40 @@ def test_refreshed_member_paths_are_stored_relative_to_the_stage_directory(tmp_p
     moved.dir = new_stage / "refresh"
     moved.load_state_dict(state)
     assert moved.model_paths == [str(new_stage / "refresh" / "round-1" / "rm-0" / "model"), "/elsewhere/rm"]
+
+
+def test_pairs_on_chat_prompts_are_written_in_chat_form_and_load_as_chat_pairs(tmp_path):
+    """A refresh pair on a chat prompt goes to the RM stage as its original data did (the prompt's
+    messages, the replies as assistant turns), not as the policy's rendered template text, which an
+    encoder RM would otherwise learn from in a form it is never scored in."""
+    from rlhfkit.data.records import PromptExample
+    from rlhfkit.rewards.refresh import file_record
+
+    messages = [{"role": "user", "content": "is hal alive"}]
+    rendered = "<|im_start|>user\nis hal alive<|im_end|>\n<|im_start|>assistant\n"
+    record = {"prompt": rendered, "chosen": "No, HAL is fiction.", "rejected": "BALL BALL"}
+    row = file_record(record, PromptExample(prompt=None, messages=messages))
+    assert row == {"prompt": messages, "chosen": [{"role": "assistant", "content": "No, HAL is fiction."}],
+                   "rejected": [{"role": "assistant", "content": "BALL BALL"}]}
+    assert file_record(record, None) == record and file_record(record, PromptExample(prompt=rendered)) == record
+    path = tmp_path / "round.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (pair,) = load_records(path, "preferences")
+    assert pair.messages == messages and pair.chosen == "No, HAL is fiction." and pair.rejected == "BALL BALL"
+
+
+def test_replayed_old_pairs_keep_their_chat_form_and_soft_labels(tmp_path):
+    from rlhfkit.rewards.refresh import replay_record
+
+    old = tmp_path / "old.jsonl"
+    chat = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go"}], "votes": {"chosen": 2, "rejected": 1}}
+    text = {"prompt": "Q:", "chosen": " yes", "rejected": " no", "margin": 1.5}
+    old.write_text(json.dumps(chat) + "\n" + json.dumps(text) + "\n")
+    rows = [replay_record(p) for p in load_records(old, "preferences")]
+    assert rows[0] == {"prompt": chat["prompt"], "chosen": chat["chosen"], "rejected": chat["rejected"],
+                       "p_chosen": pytest.approx(2 / 3)}
+    assert rows[1] == text
+    again = tmp_path / "again.jsonl"
+    again.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_records(again, "preferences") == load_records(old, "preferences")  # round trip, field for field

@@ -80,3 +80,28 @@ def test_rm_gold_accuracy_scores_the_ensemble_ppo_optimises(tmp_path, monkeypatc
     assert seen["cfg"].clip is None and seen["cfg"].missing_eos_penalty is None
     assert set(seen["records"]) == {"<chat>a?", "<chat>b?"}  # each RM renders the prompt its own way
     assert task.rm_gold_accuracy(["rm"], reward, torch.device("cpu")) == 0.5  # member 0 alone: 1 of 2
+
+
+def test_refresh_labels_read_the_question_behind_the_chat_prompt_and_follow_the_majority(tmp_path, monkeypatch):
+    """`label_preferences` (the RM refresh's labeller) gets PPO's chat-rendered prompts: the gold
+    must read the user's question, and each pair's label is the annotators' majority (None where no
+    preference exists), the same on a second call with the same pairs (a resumed run)."""
+    task = AssistantTask(TaskSection(name="assistant", num_annotators=3), tmp_path, seed=0)
+    seen_questions = []
+
+    class QuestionGold(FixedGold):
+        def score(self, questions, responses):
+            seen_questions.extend(questions)
+            return super().score(questions, responses)
+
+    task._gold = QuestionGold({"clear": 0.9, "bad": 0.0, "tie": 0.3, "same": 0.3, "close": 0.52, "near": 0.50})
+    task._questions = {"<chat>q1": "q1", "<chat>q2": "q2"}
+    prompts = ["<chat>q1", "<chat>q2", "<chat>q1", "<chat>q2"] + ["<chat>q1"] * 40
+    a = ["clear", "bad", "tie", "clear"] + ["close"] * 40
+    b = ["bad", "clear", "same", "clear"] + ["near"] * 40
+    labels = task.label_preferences(prompts, a, b)
+    assert labels[:4] == [True, False, None, None]  # unanimous either way; a gold tie; identical replies
+    assert set(seen_questions) == {"q1", "q2"}
+    close = labels[4:]
+    assert True in close and False in close  # a 0.02 gap: annotators at 0.03-0.12 split, the majority varies
+    assert task.label_preferences(prompts, a, b) == labels

@@ -14,13 +14,15 @@ degenerate text cannot earn it. Its fluency reference is the original converted 
 SFT checkpoint. Prompts reach the gold as the policy saw them (chat-rendered); the task maps each
 rendered prompt back to its question.
 
-Not yet: the reward-model refresh labeller (`label_preferences`) and tuned annotator noise.
+`label_preferences` labels PPO's reward-model refresh pairs (`ppo.reward_refresh`) the same way.
+Not yet: annotator noise tuned to human agreement.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +113,31 @@ class AssistantTask:
         return [SimulatedAnnotator(f"annotator-{i}", TEMPERATURES[i % len(TEMPERATURES)], self.seed + i)
                 for i in range(self.cfg.num_annotators)]
 
-    def _label(self, questions: list[str], a: list[str], b: list[str]) -> tuple[list[dict], dict[str, Any]]:
-        """Majority votes of the annotators on the gold scores, the vote counts kept (soft labels);
-        identical replies and gold ties dropped."""
+    def _votes(self, questions: list[str], a: list[str], b: list[str], seed: str) -> list[tuple[list[bool], bool] | None]:
+        """Per pair: each annotator's vote (True: A preferred), drawn on the gold scores, and whether
+        gold prefers A; None for a pair that carries no preference (identical or empty replies, a gold
+        tie). `seed` keys the draws."""
         keep = [i for i in range(len(a)) if a[i] != b[i] and a[i].strip() and b[i].strip()]
         scores_a = self.gold.score([questions[i] for i in keep], [a[i] for i in keep])
         scores_b = self.gold.score([questions[i] for i in keep], [b[i] for i in keep])
         annotators = self.annotators()
-        rngs = [random.Random(f"{self.seed}/{x.seed}/{x.name}") for x in annotators]
-        records, votes_all, gold_pref = [], [], []
+        rngs = [random.Random(f"{seed}/{x.seed}/{x.name}") for x in annotators]
+        out: list[tuple[list[bool], bool] | None] = [None] * len(a)
         for i, sa, sb in zip(keep, scores_a, scores_b):
-            if sa == sb:
+            if sa != sb:
+                out[i] = ([x.prefers_first(sa, sb, r) for x, r in zip(annotators, rngs)], sa > sb)
+        return out
+
+    def _label(self, questions: list[str], a: list[str], b: list[str]) -> tuple[list[dict], dict[str, Any]]:
+        """Majority votes of the annotators on the gold scores, the vote counts kept (soft labels);
+        identical replies and gold ties dropped."""
+        annotators = self.annotators()
+        pair_votes = self._votes(questions, a, b, seed=str(self.seed))
+        records, votes_all, gold_pref = [], [], []
+        for i, drawn in enumerate(pair_votes):
+            if drawn is None:
                 continue
-            votes = [x.prefers_first(sa, sb, r) for x, r in zip(annotators, rngs)]
+            votes, gold_prefers_a = drawn
             a_wins = sum(votes) * 2 > len(votes)
             chosen, rejected = (a[i], b[i]) if a_wins else (b[i], a[i])
             n_chosen = sum(votes) if a_wins else len(votes) - sum(votes)
@@ -134,7 +148,7 @@ class AssistantTask:
                             "rejected": [{"role": "assistant", "content": rejected}],
                             "votes": {"chosen": n_chosen, "rejected": len(votes) - n_chosen}})
             votes_all.append(votes)
-            gold_pref.append(sa > sb)
+            gold_pref.append(gold_prefers_a)
         report = agreement_report(annotators, votes_all, gold_pref)
         report.update(n_pairs=len(records), n_input=len(a), n_skipped=len(a) - len(records),
                       annotator_temperatures={x.name: x.temperature for x in annotators})
@@ -165,7 +179,14 @@ class AssistantTask:
         return self.dir / "preferences.jsonl", report
 
     def label_preferences(self, prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[bool | None]:
-        raise ConfigError("ppo.reward_refresh is not supported by the assistant task yet: leave reward_refresh.every empty")
+        """The annotators' majority vote per pair (True: A preferred; None: no preference), the
+        labeller of PPO's reward-model refresh. Prompts arrive chat-rendered, as the policy saw them;
+        the gold reads their questions. The draws are keyed by the pairs themselves, so a resumed run
+        labels the same pairs the same way and each round gets fresh annotator noise."""
+        questions = [self.question_of(p) for p in prompts]
+        seed = f"{self.seed}/refresh/{zlib.crc32(chr(31).join([*prompts, *responses_a, *responses_b]).encode())}"
+        return [None if drawn is None else sum(drawn[0]) * 2 > len(drawn[0])
+                for drawn in self._votes(questions, list(responses_a), list(responses_b), seed)]
 
     @property
     def held_out_preferences(self) -> Path:
