@@ -32,6 +32,8 @@ from safetensors.torch import load_file
 
 from rlhfkit.training.distributed import FSDP_ON_CPU_ENV
 
+from .test_ppo import _iterations
+
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
 CONFIGS = HERE.parents[1] / "configs" / "accelerate"
@@ -148,8 +150,7 @@ def _process(pid: int):
 
 def _ppo_lines(run_dir: Path) -> list[dict]:
     """The per-iteration records of PPO's metrics.jsonl (the monitor's diagnostic lines share the file)."""
-    lines = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
-    return [line for line in lines if "objective/scores" in line]
+    return _iterations(run_dir / "ppo")
 
 
 def _run(run_dir: Path, launch: list[str]) -> tuple[Path, str]:
