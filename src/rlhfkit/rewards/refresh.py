@@ -89,9 +89,8 @@ def file_record(record: dict[str, str], prompt: PromptExample | None) -> dict[st
     in chat form when the prompt was a chat one (its messages; the replies as assistant turns), else as is."""
     if prompt is None or prompt.messages is None:
         return dict(record)
-    return {"prompt": list(prompt.messages),
-            "chosen": [{"role": "assistant", "content": record["chosen"]}],
-            "rejected": [{"role": "assistant", "content": record["rejected"]}]}
+    return replay_record(PreferenceExample(prompt=None, chosen=record["chosen"], rejected=record["rejected"],
+                                           messages=list(prompt.messages)))
 
 
 def replay_record(pair: PreferenceExample) -> dict[str, Any]:
