@@ -91,12 +91,12 @@ def _prompts(work_dir: Path, tokenizer, count: int, length: int) -> tuple[Path, 
             candidates.append(tokenizer.decode(ids[:length]))
     path.write_text("".join(json.dumps({"prompt": c}) + "\n" for c in candidates[: 4 * count]), encoding="utf-8")
     cfg = load_config(None, [f"ppo.data.path={path}", "ppo.generation.max_prompt_length=64"])
-    texts, ids, _ = load_prompts(cfg.ppo, tokenizer)
+    texts, ids, *_ = load_prompts(cfg.ppo, tokenizer)
     keep = [(t, i) for t, i in zip(texts, ids) if len(i) == length][:count]
     if len(keep) < count:
         raise SystemExit(f"only {len(keep)} prompts of exactly {length} tokens")
     path.write_text("".join(json.dumps({"prompt": t}) + "\n" for t, _ in keep), encoding="utf-8")
-    _, reread, _ = load_prompts(cfg.ppo, tokenizer)
+    _, reread, *_ = load_prompts(cfg.ppo, tokenizer)
     assert reread == [i for _, i in keep], "prompt ids changed on re-reading"
     return path, reread
 
