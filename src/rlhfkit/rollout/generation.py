@@ -5,7 +5,9 @@ The backend only samples token ids. Log-probabilities are recomputed afterwards 
 pass under the same temperature (experience.py), so the sampler and the learner agree exactly
 (N+ detail 16) whatever the backend — the property a vLLM backend relies on too.
 Top-k/top-p other than off make the sampler's distribution differ from the temperature-only
-softmax used for logprobs; they are allowed but documented as such.
+softmax used for logprobs; they are allowed but documented as such. Temperature-only sampling
+goes through rollout/sampling.py's inverse-CDF sampler (the same distribution, cheaper on CPU than
+`torch.multinomial`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhfkit.config.stages import GenerationSection
+from rlhfkit.rollout.sampling import generate_kwargs
 from rlhfkit.rollout.types import Rollout
 
 
@@ -30,11 +33,11 @@ class HFGenerationBackend:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: GenerationSection):
         self.model = model
+        # top_k 0 = off (the config's None would let generate() fall back to the model default, 50).
+        sampling = generate_kwargs(cfg.temperature, cfg.top_k, cfg.top_p)
+        self.logits_processor = sampling.pop("logits_processor", None)
         self.config = GenerationConfig(
-            do_sample=True,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,  # 0 = off; None would let generate() fall back to the model default (50)
-            top_p=cfg.top_p,
+            **sampling,
             max_new_tokens=cfg.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -49,7 +52,8 @@ class HFGenerationBackend:
         self.model.eval()
         self.model.generation_config = self.config
         try:
-            out = self.model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config)
+            out = self.model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=self.config,
+                                      logits_processor=self.logits_processor)
         finally:
             self.model.generation_config = saved
             self.model.train(was_training)

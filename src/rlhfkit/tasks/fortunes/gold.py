@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlhfkit.rollout.sampling import generate_kwargs
+
 
 class VaderGold:
     """VADER compound sentiment of each text: the gold "human" score, in [-1, 1]."""
@@ -205,10 +207,11 @@ def collect_preference_pairs(
     """Sample two responses for each of `n_pairs` prompts (cycling through `prompts`); `on_batch(n)` is
     called after each batch of n prompts (a progress bar).
 
-    Both samples of a prompt come from one `generate` call (`num_return_sequences=2`).
+    Both samples of a prompt come from one `generate` call (each prompt's row repeated twice).
     Prompts are left-padded so that every row's generation starts right after its prompt.
     Sampling is plain temperature sampling (no top-k/top-p): preference data should show
-    what the policy actually does. The global torch RNG is forked, so calling this does not
+    what the policy actually does. It goes through rollout/sampling.py's inverse-CDF sampler
+    (the same distribution as generate's own, cheaper on CPU). The global torch RNG is forked, so calling this does not
     change the caller's random stream.
     """
     if not prompts:
@@ -229,20 +232,16 @@ def collect_preference_pairs(
             for start in range(0, n_pairs, batch_size):
                 batch = chosen_prompts[start : start + batch_size]
                 enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items()}
+                enc = {k: v.repeat_interleave(2, dim=0).to(model.device) for k, v in enc.items()}  # rows a, b, a, b, ...
                 gen = model.generate(
                     **enc,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_k=0,
-                    top_p=1.0,
+                    **generate_kwargs(temperature, top_k=0, top_p=1.0),
                     max_new_tokens=max_new_tokens,
-                    num_return_sequences=2,
                     eos_token_id=eos,
                     pad_token_id=pad,
                 )
                 texts = _decode_new_tokens(tokenizer, gen[:, enc["input_ids"].shape[1] :], eos)
-                out_a.extend(texts[0::2])  # num_return_sequences keeps a prompt's samples adjacent
+                out_a.extend(texts[0::2])
                 out_b.extend(texts[1::2])
                 if on_batch is not None:
                     on_batch(len(batch))
