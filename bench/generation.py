@@ -1,5 +1,6 @@
-"""Generation throughput: HF `generate` (dynamic cache, static cache, static cache + torch.compile)
-and, where vllm is importable, rlhfkit's vLLM backend — batch 64, exactly 128 new tokens.
+"""Generation throughput: HF `generate` (dynamic cache, static cache, static cache + torch.compile),
+rlhfkit's HF backend (the same `generate`, sampling by inverse CDF: rollout/sampling.py) and, where
+vllm is importable, rlhfkit's vLLM backend — batch 64, exactly 128 new tokens.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/generation.py --threads 1
     OMP_NUM_THREADS=1 VLLM_CPU_KVCACHE_SPACE=1 VENV_WITH_VLLM/bin/python bench/generation.py --threads 1 --variants vllm
@@ -73,6 +74,30 @@ def hf_variant(path: Path, variant: str, repeats: int) -> dict:
     return {"variant": variant, "first_call_s": first, "median_s": median}
 
 
+def rlhfkit_variant(path: Path, repeats: int) -> dict:
+    """rlhfkit's HFGenerationBackend, what PPO and evaluation call (EOS suppressed as above)."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhfkit.config.stages import GenerationSection
+    from rlhfkit.rollout.generation import HFGenerationBackend
+
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = SimpleNamespace(eos_token_id=0, pad_token_id=1)  # all the backend reads of a tokenizer
+    backend = HFGenerationBackend(model, ids, GenerationSection(temperature=0.7, max_new_tokens=NEW_TOKENS))
+    backend.config.min_new_tokens = NEW_TOKENS
+    prompts = torch.randint(2, 4096, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0))
+
+    def call():
+        out = backend.generate(prompts, torch.ones_like(prompts))
+        assert out.shape == (BATCH, NEW_TOKENS), out.shape
+
+    first, median = time_calls(call, repeats)
+    return {"variant": "rlhfkit", "first_call_s": first, "median_s": median}
+
+
 def vllm_variant(path: Path, repeats: int) -> dict:
     import torch
 
@@ -101,8 +126,8 @@ def vllm_variant(path: Path, repeats: int) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="hf,hf-static,hf-static-compile",
-                   help="comma list of hf, hf-static, hf-static-compile, vllm (default: the three HF ones)")
+    p.add_argument("--variants", default="hf,rlhfkit,hf-static,hf-static-compile",
+                   help="comma list of hf, rlhfkit, hf-static, hf-static-compile, vllm (default: all but vllm)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -113,7 +138,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="rlhfkit-genbench-") as tmp:
         path = build_policy(Path(tmp) / "policy")
         for variant in args.variants.split(","):
-            r = vllm_variant(path, args.repeats) if variant == "vllm" else hf_variant(path, variant, args.repeats)
+            if variant == "vllm":
+                r = vllm_variant(path, args.repeats)
+            elif variant == "rlhfkit":
+                r = rlhfkit_variant(path, args.repeats)
+            else:
+                r = hf_variant(path, variant, args.repeats)
             r["tokens_per_s"] = BATCH * NEW_TOKENS / r["median_s"]
             results.append(r)
             print(f"{variant:<18} {r['tokens_per_s']:8.0f} tokens/s  (median {r['median_s']:.2f} s per call of "
