@@ -74,11 +74,24 @@ def hf_variant(path: Path, variant: str, repeats: int) -> dict:
     return {"variant": variant, "first_call_s": first, "median_s": median}
 
 
+def time_backend(backend, variant: str, repeats: int) -> dict:
+    """A rlhfkit GenerationBackend on the benchmark's prompts (every row must get NEW_TOKENS tokens)."""
+    import torch
+
+    prompts = torch.randint(2, 4096, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0))
+
+    def call():
+        out = backend.generate(prompts, torch.ones_like(prompts))
+        assert out.shape == (BATCH, NEW_TOKENS), out.shape
+
+    first, median = time_calls(call, repeats)
+    return {"variant": variant, "first_call_s": first, "median_s": median}
+
+
 def rlhfkit_variant(path: Path, repeats: int) -> dict:
     """rlhfkit's HFGenerationBackend, what PPO and evaluation call (EOS suppressed as above)."""
     from types import SimpleNamespace
 
-    import torch
     from transformers import AutoModelForCausalLM
 
     from rlhfkit.config.stages import GenerationSection
@@ -88,19 +101,10 @@ def rlhfkit_variant(path: Path, repeats: int) -> dict:
     ids = SimpleNamespace(eos_token_id=0, pad_token_id=1)  # all the backend reads of a tokenizer
     backend = HFGenerationBackend(model, ids, GenerationSection(temperature=0.7, max_new_tokens=NEW_TOKENS))
     backend.config.min_new_tokens = NEW_TOKENS
-    prompts = torch.randint(2, 4096, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0))
-
-    def call():
-        out = backend.generate(prompts, torch.ones_like(prompts))
-        assert out.shape == (BATCH, NEW_TOKENS), out.shape
-
-    first, median = time_calls(call, repeats)
-    return {"variant": "rlhfkit", "first_call_s": first, "median_s": median}
+    return time_backend(backend, "rlhfkit", repeats)
 
 
 def vllm_variant(path: Path, repeats: int) -> dict:
-    import torch
-
     from rlhfkit.config.stages import GenerationSection
     from rlhfkit.rollout import vllm_backend
 
@@ -114,14 +118,7 @@ def vllm_variant(path: Path, repeats: int) -> dict:
         return params
 
     vllm_backend.sampling_params = full_length
-    prompts = torch.randint(2, 4096, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0))
-
-    def call():
-        out = backend.generate(prompts, torch.ones_like(prompts))
-        assert out.shape == (BATCH, NEW_TOKENS), out.shape
-
-    first, median = time_calls(call, repeats)
-    return {"variant": "vllm", "first_call_s": first, "median_s": median}
+    return time_backend(backend, "vllm", repeats)
 
 
 def main(argv=None) -> None:
