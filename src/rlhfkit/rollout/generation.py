@@ -33,7 +33,7 @@ class HFGenerationBackend:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: GenerationSection):
         self.model = model
-        # top_k 0 = off (the config's None would let generate() fall back to the model default, 50).
+        # With top-p set, top_k 0 is passed through as "off" (None would let generate() fall back to 50).
         sampling = generate_kwargs(cfg.temperature, cfg.top_k, cfg.top_p)
         self.logits_processor = sampling.pop("logits_processor", None)
         self.config = GenerationConfig(

@@ -35,12 +35,12 @@ def inverse_cdf_pick(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tenso
     return torch.minimum(picked, last_positive).squeeze(-1)
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B,) ids sampled from softmax(logits / temperature), logits (B, V)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    uniforms = torch.rand(logits.shape[0], device=logits.device, generator=generator)
+    uniforms = torch.rand(logits.shape[0], device=logits.device)  # the global RNG, as multinomial used
     return inverse_cdf_pick(probs, uniforms)
 
 

@@ -211,8 +211,8 @@ def collect_preference_pairs(
     Prompts are left-padded so that every row's generation starts right after its prompt.
     Sampling is plain temperature sampling (no top-k/top-p): preference data should show
     what the policy actually does. It goes through rollout/sampling.py's inverse-CDF sampler
-    (the same distribution as generate's own, cheaper on CPU). The global torch RNG is forked, so calling this does not
-    change the caller's random stream.
+    (the same distribution as generate's own, cheaper on CPU). The global torch RNG is forked,
+    so calling this does not change the caller's random stream.
     """
     if not prompts:
         raise ValueError("no prompts")
