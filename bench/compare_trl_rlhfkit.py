@@ -34,6 +34,28 @@ def _force_full_length(n: int) -> None:
     ppo.HFGenerationBackend = FullLengthBackend
 
 
+def overrides(work: dict) -> list[str]:
+    """rlhfkit's config for the shared work: TRL PPOTrainer's settings (compare_trl.py's docstring)."""
+    n = work["iterations"]
+    return [
+        f"seed={work['seed']}", "device=cpu",  # mixed_precision stays "no" (fp32)
+        f"ppo.policy.name_or_path={work['policy']}", f"ppo.value_model.name_or_path={work['reward_model']}",
+        f"ppo.reward.model_paths=[{work['reward_model']}]", "ppo.reward.normalize=false",
+        f"ppo.data.path={work['prompts_jsonl']}",
+        f"ppo.batch_size={work['batch_size']}", f"ppo.mini_batch_size={work['batch_size']}",
+        "ppo.gradient_accumulation_steps=1", f"ppo.ppo_epochs={work['ppo_epochs']}",
+        f"ppo.num_iterations={n}", f"ppo.generation.max_new_tokens={work['response_length']}",
+        f"ppo.generation.temperature={work['temperature']}", "ppo.generation.top_k=0", "ppo.generation.top_p=1.0",
+        f"ppo.learning_rate={work['learning_rate']}", "ppo.lr_scheduler=constant", "ppo.adam_eps=1e-8",
+        "ppo.max_grad_norm=null",  # TRL's PPO loop does not clip gradients
+        "ppo.kl.adaptive=false", f"ppo.kl.kl_coef={work['kl_coef']}", "ppo.kl.estimator=k1",
+        "ppo.whiten_rewards=false", "ppo.whiten_advantages=true", "ppo.gamma=1.0", "ppo.lam=0.95",
+        "ppo.clip_range=0.2", "ppo.clip_range_value=0.2", "ppo.vf_coef=0.1",
+        "ppo.logging.progress=false", f"ppo.sample_every={n + 1}", "ppo.diagnostics.enabled=false",
+        f"ppo.checkpoint.save_every={n + 1}",
+    ]
+
+
 def main(work_file: str) -> None:
     work = json.loads(Path(work_file).read_text())
     import torch
@@ -46,26 +68,8 @@ def main(work_file: str) -> None:
     from rlhfkit.training.metrics import read_metrics
 
     _force_full_length(work["response_length"])
-    n = work["iterations"]
     with tempfile.TemporaryDirectory(prefix="rlhfkit-compare-") as tmp:
-        overrides = [
-            f"seed={work['seed']}", "device=cpu",  # mixed_precision stays "no" (fp32)
-            f"ppo.policy.name_or_path={work['policy']}", f"ppo.value_model.name_or_path={work['reward_model']}",
-            f"ppo.reward.model_paths=[{work['reward_model']}]", "ppo.reward.normalize=false",
-            f"ppo.data.path={work['prompts_jsonl']}",
-            f"ppo.batch_size={work['batch_size']}", f"ppo.mini_batch_size={work['batch_size']}",
-            "ppo.gradient_accumulation_steps=1", f"ppo.ppo_epochs={work['ppo_epochs']}",
-            f"ppo.num_iterations={n}", f"ppo.generation.max_new_tokens={work['response_length']}",
-            f"ppo.generation.temperature={work['temperature']}", "ppo.generation.top_k=0", "ppo.generation.top_p=1.0",
-            f"ppo.learning_rate={work['learning_rate']}", "ppo.lr_scheduler=constant", "ppo.adam_eps=1e-8",
-            "ppo.max_grad_norm=null",  # TRL's PPO loop does not clip gradients
-            "ppo.kl.adaptive=false", f"ppo.kl.kl_coef={work['kl_coef']}", "ppo.kl.estimator=k1",
-            "ppo.whiten_rewards=false", "ppo.whiten_advantages=true", "ppo.gamma=1.0", "ppo.lam=0.95",
-            "ppo.clip_range=0.2", "ppo.clip_range_value=0.2", "ppo.vf_coef=0.1",
-            "ppo.logging.progress=false", f"ppo.sample_every={n + 1}", "ppo.diagnostics.enabled=false",
-            f"ppo.checkpoint.save_every={n + 1}",
-        ]
-        cfg = load_config(None, overrides)
+        cfg = load_config(None, overrides(work))
         ppo_stage.validate(cfg)
         ppo_stage.run(cfg, Path(tmp) / "ppo")
         lines = [m for m in read_metrics(Path(tmp) / "ppo" / "metrics.jsonl") if "timing/generation" in m]

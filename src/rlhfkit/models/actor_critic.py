@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from rlhfkit.algos.logprobs import entropy_from_logits, logprobs_from_logits
+from rlhfkit.algos.logprobs import logprobs_and_entropy, logprobs_from_logits
 from rlhfkit.models.lora import is_lora
 from rlhfkit.models.response_slots import ResponseSlots
 from rlhfkit.models.scoring import position_ids_from_mask
@@ -41,8 +41,8 @@ def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     positions Tq−1 … Tq+Tr−2), (1, M, V) for packed slots (models/response_slots.py)."""
     slots = _slots(input_ids, response)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask, slots),
-                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), **slots.attention_kwargs()).logits
-    return slots.pick_kept(logits)
+                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids), **slots.attention_kwargs()).logits
+    return logits
 
 
 def _slots(input_ids: torch.Tensor, response: int | ResponseSlots) -> ResponseSlots:
@@ -80,19 +80,16 @@ class ActorCritic(nn.Module):
                 temperature: float, entropy_grad: bool = True) -> ActorCriticOutput:
         """`response`: Tq for the padded layout (every response starts at column Tq), or the slots of a
         packed micro-batch (models/response_slots.py; `attention_mask` None). `entropy_grad=False`: the
-        entropy is a statistic only (no entropy bonus in the loss), so no graph is kept for it — its
-        softmax over the vocabulary would otherwise hold two (tokens × vocabulary) tensors for a backward
-        that contributes 0 (bench/cheap_wins.py §4: an update micro-batch's peak live bytes −18 % / −4 %
-        on the default / 6-layer d=512 shape)."""
+        entropy is a statistic only (no entropy bonus in the loss), so no gradient flows through it.
+        Log-probabilities and entropy come from one fused pass over the logits (algos/logprobs.py,
+        `logprobs_and_entropy`)."""
         slots = _slots(input_ids, response)
         position_ids = _position_ids(attention_mask, slots)
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                          logits_to_keep=slots.logits_to_keep(input_ids.shape[1]), output_hidden_states=self.shared_head,
+                          logits_to_keep=slots.logits_to_keep(input_ids), output_hidden_states=self.shared_head,
                           **slots.attention_kwargs())
-        logits = slots.pick_kept(out.logits)
-        logprobs = slots.to_grid(logprobs_from_logits(logits, slots.targets(input_ids), temperature))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = slots.to_grid(entropy_from_logits(logits, temperature))
+        logprobs, entropy = logprobs_and_entropy(out.logits, slots.targets(input_ids), temperature, entropy_grad)
+        logprobs, entropy = slots.to_grid(logprobs), slots.to_grid(entropy)
         if self.shared_head:
             values = self.critic(slots.pick(out.hidden_states[-1]))
         else:  # the critic's scalar head at every position, not only the last (HF heads sit under `score`)

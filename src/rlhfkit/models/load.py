@@ -29,6 +29,7 @@ from transformers import (
 from rlhfkit.config.sections import ModelSection
 from rlhfkit.data.pairs import is_encoder_tokenizer
 from rlhfkit.data.tokenize import ensure_pad_token
+from rlhfkit.models.fused_activations import use_fused_activations
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -170,7 +171,9 @@ def context_length(model: PreTrainedModel) -> int | None:
 
 
 def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """Match the embedding table to the tokenizer and record the pad/eos ids in the config."""
+    """Match the embedding table to the tokenizer, record the pad/eos ids in the config, and run
+    multi-operation activations as one kernel (models/fused_activations.py)."""
+    use_fused_activations(model)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

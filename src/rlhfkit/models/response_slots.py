@@ -11,8 +11,8 @@
   and scattered back into a (B, Tr) grid, 0 on padding.
 
 Either way the logits that predict response token t come from the position just before it, and
-the LM head runs only on those positions (`logits_to_keep`: the last Tr + 1 positions, or exactly
-the M positions), so it never multiplies prompt hidden states by the vocabulary matrix.
+the LM head runs only on those positions (`logits_to_keep`: the Tr positions Tq − 1 … Tq + Tr − 2,
+or exactly the M positions), so it never multiplies prompt hidden states by the vocabulary matrix.
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ class ResponseSlots(NamedTuple):
     def is_packed(self) -> bool:
         return self.positions is not None
 
-    def logits_to_keep(self, seq_len: int) -> int | torch.Tensor:
-        """The positions the LM head runs on: the last Tr + 1, or exactly the M predicting positions."""
-        return self.positions if self.is_packed else seq_len - self.start + 1
-
-    def pick_kept(self, kept: torch.Tensor) -> torch.Tensor:
-        """Logits that predict each response token, from the model's output under `logits_to_keep`:
-        (B, Tr, V), or (1, M, V) packed."""
-        return kept if self.is_packed else kept[:, : self.width]
+    def logits_to_keep(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The positions the LM head runs on, exactly those that predict a response token: Tq − 1 …
+        Tq + Tr − 2 of every row, or the M predicting positions packed. (An int `logits_to_keep = Tr + 1`
+        would keep one more position, whose logits the caller would slice off — and the backward of
+        that slice zero-fills and copies a (B, Tr + 1, V) gradient.)"""
+        if self.is_packed:
+            return self.positions
+        return torch.arange(self.start - 1, self.start - 1 + self.width, device=input_ids.device)
 
     def pick(self, full: torch.Tensor) -> torch.Tensor:
         """The same positions from an output over all positions (hidden states): (B, Tr, …) or (1, M, …)."""

@@ -69,3 +69,86 @@ def test_entropy_hand_values():
 def test_bad_temperature_raises():
     with pytest.raises(ValueError, match="temperature"):
         logprobs_from_logits(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long), temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------- logprobs_and_entropy
+
+from rlhfkit.algos import logprobs as logprobs_module  # noqa: E402
+from rlhfkit.algos.logprobs import logprobs_and_entropy  # noqa: E402
+
+LN2 = math.log(2.0)
+
+
+def _quarter_quarter_half(temperature: float = 1.0) -> torch.Tensor:
+    # logits / T = [0, 0, ln 2] -> softmax [1/4, 1/4, 1/2], entropy 1.5 ln 2
+    return (torch.tensor([[[0.0, 0.0, LN2]]], dtype=torch.float64) * temperature).requires_grad_(True)
+
+
+def test_fused_hand_values_and_logprob_gradient():
+    for temperature in (1.0, 2.0):
+        logits = _quarter_quarter_half(temperature)
+        logp, entropy = logprobs_and_entropy(logits, torch.tensor([[2]]), temperature)
+        torch.testing.assert_close(logp, torch.tensor([[math.log(0.5)]], dtype=torch.float64))
+        torch.testing.assert_close(entropy, torch.tensor([[1.5 * LN2]], dtype=torch.float64))
+        logp.sum().backward()
+        # d log p_2 / d z = onehot(2) − p = [−1/4, −1/4, 1/2], and z = logits / T
+        expected = torch.tensor([[[-0.25, -0.25, 0.5]]], dtype=torch.float64) / temperature
+        torch.testing.assert_close(logits.grad, expected)
+
+
+def test_fused_entropy_gradient_by_hand():
+    # dH/dz_j = −p_j (log p_j + H): p = [1/4, 1/4, 1/2], H = 1.5 ln 2
+    # j = 0, 1: −1/4 · (−2 ln 2 + 1.5 ln 2) = ln 2 / 8;   j = 2: −1/2 · (−ln 2 + 1.5 ln 2) = −ln 2 / 4
+    logits = _quarter_quarter_half()
+    _, entropy = logprobs_and_entropy(logits, torch.tensor([[0]]), 1.0, entropy_grad=True)
+    entropy.sum().backward()
+    torch.testing.assert_close(logits.grad, torch.tensor([[[LN2 / 8, LN2 / 8, -LN2 / 4]]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_matches_the_reference_functions_across_chunks(monkeypatch, dtype, temperature):
+    """Values and gradients as `logprobs_from_logits` + `entropy_from_logits` under autograd, with
+    chunks of 2 rows so that 15 rows take 8 chunks (the last one short)."""
+    monkeypatch.setattr(logprobs_module, "_CHUNK_ELEMENTS", 2 * 11)
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(3, 5, 11, dtype=dtype)).requires_grad_(True)
+    labels = torch.randint(0, 11, (3, 5))
+    w_logp, w_entropy = torch.randn(3, 5, dtype=dtype), torch.randn(3, 5, dtype=dtype)
+    logp, entropy = logprobs_and_entropy(logits, labels, temperature)
+    ref_logp, ref_entropy = logprobs_from_logits(logits, labels, temperature), entropy_from_logits(logits, temperature)
+    torch.testing.assert_close(logp, ref_logp, rtol=0, atol=0)  # the same formula, bit for bit
+    torch.testing.assert_close(entropy, ref_entropy)
+    grad, = torch.autograd.grad((logp * w_logp).sum() + (entropy * w_entropy).sum(), logits)
+    ref_grad, = torch.autograd.grad((ref_logp * w_logp).sum() + (ref_entropy * w_entropy).sum(), logits)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_fused_gradcheck():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 7, (2, 3))
+    assert torch.autograd.gradcheck(lambda z: logprobs_and_entropy(z, labels, 0.7, True), (logits,))
+
+
+def test_fused_entropy_without_gradient_is_a_statistic():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    logp, entropy = logprobs_and_entropy(logits, torch.zeros(2, 3, dtype=torch.long), 1.0, entropy_grad=False)
+    assert logp.requires_grad and not entropy.requires_grad
+    (logp.sum()).backward()
+    p = torch.softmax(logits.detach(), -1)
+    torch.testing.assert_close(logits.grad, torch.nn.functional.one_hot(torch.zeros(2, 3, dtype=torch.long), 5) - p)
+
+
+def test_fused_filtered_tokens_and_bfloat16():
+    logits = torch.tensor([[[0.0, float("-inf"), LN2, 0.0]]], requires_grad=True)  # a filtered token
+    logp, entropy = logprobs_and_entropy(logits, torch.tensor([[2]]), 1.0)
+    torch.testing.assert_close(entropy, torch.tensor([[1.5 * LN2]]))
+    (logp + entropy).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0, 1] == 0
+    low = torch.randn(2, 4, 9).bfloat16()
+    labels = torch.randint(0, 9, (2, 4))
+    logp, entropy = logprobs_and_entropy(low, labels, 0.7)
+    assert logp.dtype == entropy.dtype == torch.float32
+    torch.testing.assert_close(logp, logprobs_from_logits(low, labels, 0.7))
+    torch.testing.assert_close(entropy, entropy_from_logits(low, 0.7))

@@ -164,7 +164,7 @@ def test_packed_rows_by_hand():
     assert slots.positions.tolist() == [1, 2, 7] and slots.targets(ids).tolist() == [[9, 2, 3]]
     assert slots.rows.tolist() == [0, 0, 1] and slots.cols.tolist() == [0, 1, 0]
     assert slots.to_grid(torch.tensor([[0.5, 0.25, 2.0]])).tolist() == [[0.5, 0.25, 0.0], [2.0, 0.0, 0.0]]
-    assert torch.equal(slots.logits_to_keep(9), slots.positions)
+    assert torch.equal(slots.logits_to_keep(torch.zeros(1, 9)), slots.positions)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "rlhfkit_packed"])
