@@ -18,6 +18,10 @@ row in float32 (peak extra memory: one (T, V) float32 row). Outputs are
 float32 (or float64 for float64 input) in both cases, because ratios and KL
 built from bfloat16 logprobs are too coarse.
 
+``logprobs_and_entropy`` gives both in one chunked pass with a hand-written
+backward, for the PPO forwards (see the comment above it); the two functions
+above stay the definitions it is tested against.
+
 ``labels`` must be valid token ids: replace ``ignore_index`` positions (e.g.
 -100) by any valid id and mask the result, as rlhfkit's callers do.
 """

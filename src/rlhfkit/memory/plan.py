@@ -204,8 +204,9 @@ def _generation(inputs: PlanInputs, resident: list[Term]) -> Phase:
 def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term]) -> Phase:
     s, shape = inputs.settings, inputs.policy
     seq, rows, act = s.prompt_len + s.response_len, s.mini_batch, t.activation_dtype_bytes(s.precision)
-    # The LM head runs on the response positions only (logits_to_keep = Tr + 1), and no forward builds a
-    # KV cache (use_cache=False, models/actor_critic.py and models/scoring.py).
+    # The LM head runs on the response positions only (exactly Tr of them since the fused log-prob pass;
+    # counted here as Tr + 1, as calibrated, a slight over-estimate), and no forward builds a KV cache
+    # (use_cache=False, models/actor_critic.py and models/scoring.py).
     logits = t.logits_bytes(rows, s.response_len + 1, shape.vocab, act)
 
     def forward(model: ModelShape, n: int) -> float:
