@@ -40,9 +40,8 @@ def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     """Logits that predict each response token: (B, Tr, V) for the padded layout (`response` = Tq:
     positions Tq−1 … Tq+Tr−2), (1, M, V) for packed slots (models/response_slots.py)."""
     slots = _slots(input_ids, response)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask, slots),
-                   use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids), **slots.attention_kwargs()).logits
-    return logits
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask, slots),
+                 use_cache=False, logits_to_keep=slots.logits_to_keep(input_ids), **slots.attention_kwargs()).logits
 
 
 def _slots(input_ids: torch.Tensor, response: int | ResponseSlots) -> ResponseSlots:
