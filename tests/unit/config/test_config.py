@@ -99,11 +99,14 @@ def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_
     """presets/default.yaml and docs/reward-hacking.md: the cap, β and the ensemble keep the default's
     text diverse; the documented --set line restores the over-optimised preset."""
     cfg = load_config(default_config_path("default"))
-    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.15 and not cfg.ppo.kl.adaptive
-    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (3, 60)
+    assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.05 and not cfg.ppo.kl.adaptive
+    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (3, 80)
+    assert cfg.ppo.generation.temperature == cfg.eval.temperature == 1.0
     old = load_config(default_config_path("default"), ["ppo.reward.clip=null", "ppo.kl.kl_coef=0.05",
-                                                       "ppo.num_iterations=40", "rm.ensemble_size=1"])
+                                                       "ppo.num_iterations=40", "rm.ensemble_size=1",
+                                                       "ppo.generation.temperature=0.7", "eval.temperature=0.7"])
     assert (old.ppo.reward.clip, old.ppo.kl.kl_coef, old.ppo.num_iterations, old.rm.ensemble_size) == (None, 0.05, 40, 1)
+    assert old.ppo.generation.temperature == old.eval.temperature == 0.7
 
 
 def test_dotted_items_names_every_leaf_as_set_takes_it():
