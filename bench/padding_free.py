@@ -10,9 +10,10 @@ update: mini_batch_size 16 × 1 accumulation, 4 epochs. rlhfkit's own `make_expe
   padded        ppo.micro_batch_tokens empty: micro-batches of 16 rows at the batch's full width
   budget K      ppo.micro_batch_tokens = K: each step's rows cut into micro-batches of ≤ K real
                 tokens, each packed into one sequence (training/micro_batches.py,
-                models/response_slots.py), attention row by row (models/packed_attention.py)
+                models/response_slots.py), attention as one causal SDPA over the rows
+                scattered into a padded batch (models/packed_attention.py)
   budget K dense  (--dense-mask) the same with plain SDPA under transformers' block-diagonal
-                (N, N) mask, to show what the row-by-row attention saves
+                (N, N) mask, to show what attending per row saves
 
 Each repetition runs every variant, experience then update, from the same weights; the median
 over repetitions is printed, with the speed-up over padded and the losses of each (they must agree
@@ -125,7 +126,7 @@ def main() -> None:
     initial = {k: v.clone() for k, v in actor_critic.state_dict().items()}
     rollout = variable_rollout(args.vocab)
     real = int(rollout.attention_mask.sum())
-    import rlhfkit.models.packed_attention  # noqa: F401 - registers the row-by-row attention
+    import rlhfkit.models.packed_attention  # noqa: F401 - registers the per-row packed attention
 
     variants = [("padded", None, "sdpa")] + [(f"budget {b}", int(b), "rlhfkit_packed") for b in args.budgets.split(",")]
     if args.dense_mask:
