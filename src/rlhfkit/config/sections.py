@@ -57,6 +57,11 @@ class OptimSection(Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up linearly.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Global gradient-norm clip; empty disables it.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
+    group_by_length: bool = Field(
+        False,
+        description="Batch examples of similar length together (transformers' LengthGroupedSampler: shuffled, "
+        "then sorted within windows of 50 batches), so less of each batch is padding.",
+    )
 
 
 class DataSection(Section):

@@ -134,8 +134,23 @@ class TrainResult:
     initial_eval: dict[str, float] = field(default_factory=dict)
 
 
-def _seeded_loader(dataset: Sequence[Any], batch_size: int, collate: Callable, generator: torch.Generator) -> DataLoader:
-    return DataLoader(list(dataset), batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+def _seeded_loader(dataset: Sequence[Any], batch_size: int, collate: Callable, generator: torch.Generator,
+                   group_by_length: bool = False) -> DataLoader:
+    """A loader shuffled by `generator` (whose state DataPosition saves and restores for resume);
+    `group_by_length`: shuffled, then sorted by length within windows of 50 batches, so a padded
+    batch holds rows of similar length (fewer padded FLOPs; Hugging Face's `group_by_length`)."""
+    examples = list(dataset)
+    if not group_by_length:
+        return DataLoader(examples, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    sampler = LengthGroupedSampler(batch_size, lengths=[example_length(e) for e in examples], generator=generator)
+    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+
+
+def example_length(example: Any) -> int:
+    """Tokens in an example's longest sequence: `input_ids` (SFT) or the longer side of a pair (RM)."""
+    return max(len(v) for k, v in example.items() if k.endswith("input_ids"))
 
 
 def _evaluate(model: torch.nn.Module, evaluate: EvalFn) -> dict[str, float]:
@@ -174,7 +189,7 @@ def train_loop(
     plan = plan_training(len(train_data), optim, accelerator.num_processes)
     accelerator.print(f"[{writer.stage}] {plan.describe()}")
     generator = torch.Generator().manual_seed(seed)
-    loader = _seeded_loader(train_data, optim.batch_size, collate, generator)
+    loader = _seeded_loader(train_data, optim.batch_size, collate, generator, optim.group_by_length)
     optimizer = make_adamw([p for p in model.parameters() if p.requires_grad], lr=optim.learning_rate,
                            eps=optim.adam_eps, weight_decay=optim.weight_decay)
     scheduler = get_scheduler(
