@@ -252,13 +252,15 @@ def test_held_out_evaluation_points_survive_a_kill_and_resume(tmp_path, tiny_mod
     assert_same_run(baseline / "ppo", run_dir / "ppo", "policy")
 
 
-def test_sft_killed_while_checkpointing_resumes_to_the_same_result(tmp_path, tiny_model_dir, sft_file):
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "group_by_length"])
+def test_sft_killed_while_checkpointing_resumes_to_the_same_result(tmp_path, tiny_model_dir, sft_file, grouped):
+    extra = [f"sft.optim.group_by_length={str(grouped).lower()}"]
     baseline = tmp_path / "baseline"
-    assert cli(*sft_args(tiny_model_dir, sft_file), "-o", baseline).exit_code == 0
+    assert cli(*sft_args(tiny_model_dir, sft_file, *extra), "-o", baseline).exit_code == 0
 
     run_dir = tmp_path / "run"
     ckpts = run_dir / "sft" / "checkpoints"
-    proc = Proc(tmp_path, *sft_args(tiny_model_dir, sft_file), "-o", run_dir, RLHFKIT_CHECKPOINT_PAUSE="6")
+    proc = Proc(tmp_path, *sft_args(tiny_model_dir, sft_file, *extra), "-o", run_dir, RLHFKIT_CHECKPOINT_PAUSE="6")
     proc.wait_for(lambda: any(ckpts.glob("step-00000006.tmp-*/PAUSED")))
     proc.kill()
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000002", "step-00000004"]

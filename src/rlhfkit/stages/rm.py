@@ -35,7 +35,7 @@ from rlhfkit.models.lora import add_lora, merged, require_peft
 from rlhfkit.models.portable import framed_like_rlhfkit
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.stages.common import StageOutput, fit_max_length, read_train_and_held_out, require_examples
-from rlhfkit.training.loop import make_accelerator, seed_everything, train_loop
+from rlhfkit.training.loop import example_length, make_accelerator, seed_everything, train_loop
 from rlhfkit.training.metrics import MetricsWriter
 from rlhfkit.training.resume import finished_stage, fingerprint, mark_finished
 from rlhfkit.training.sharded import whole_weights
@@ -117,7 +117,10 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     require_examples(train_data, stats, rm.data.path, "rm", max_length, "pairs")
     collate = PreferenceCollator(tokenizer.pad_token_id)
     bs = rm.optim.batch_size
-    eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]
+    eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]  # in file order: the reference set
+    # The held-out metrics are means over all pairs, whatever the order: batches of similar length pad less.
+    by_length = sorted(eval_data, key=example_length)
+    metric_batches = [collate(by_length[i : i + bs]) for i in range(0, len(by_length), bs)]
     if accelerator.is_main_process:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "data_stats.json").write_text(json.dumps(
@@ -136,7 +139,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return loss, {"accuracy": pair_stats["accuracy"], "margin": pair_stats["margin"]}
 
     def evaluate(model):
-        return _evaluate_pairs(model, eval_batches, accelerator.device, encoder)
+        return _evaluate_pairs(model, metric_batches, accelerator.device, encoder)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
     with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.report_to,

@@ -100,7 +100,7 @@ def test_default_preset_caps_the_reward_and_the_documented_experiment_lifts_the_
     text diverse; the documented --set line restores the over-optimised preset."""
     cfg = load_config(default_config_path("default"))
     assert cfg.ppo.reward.clip == 2.0 and cfg.ppo.kl.kl_coef == 0.05 and not cfg.ppo.kl.adaptive
-    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (3, 80)
+    assert (cfg.rm.ensemble_size, cfg.ppo.num_iterations) == (2, 80)
     assert cfg.ppo.generation.temperature == cfg.eval.temperature == 1.0
     old = load_config(default_config_path("default"), ["ppo.reward.clip=null", "ppo.kl.kl_coef=0.05",
                                                        "ppo.num_iterations=40", "rm.ensemble_size=1",
