@@ -114,7 +114,7 @@ def test_plan_inputs_from_the_default_preset():
     s = inputs.settings
     assert (inputs.policy.n_layers, inputs.policy.hidden, inputs.policy.vocab) == (4, 128, 4096)
     assert (s.rollout_batch, s.mini_batch, s.grad_accum, s.prompt_len, s.response_len) == (64, 16, 1, 32, 24)
-    assert (s.precision, s.reward_models, s.shared_value_head, s.lora_rank) == ("fp32", 3, False, None)
+    assert (s.precision, s.reward_models, s.shared_value_head, s.lora_rank) == ("fp32", 2, False, None)
 
 
 def test_plan_inputs_follow_the_memory_knobs():
