@@ -117,10 +117,9 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
     require_examples(train_data, stats, rm.data.path, "rm", max_length, "pairs")
     collate = PreferenceCollator(tokenizer.pad_token_id)
     bs = rm.optim.batch_size
-    eval_batches = [collate(eval_data[i : i + bs]) for i in range(0, len(eval_data), bs)]  # in file order: the reference set
     # The held-out metrics are means over all pairs, whatever the order: batches of similar length pad less.
     by_length = sorted(eval_data, key=example_length)
-    metric_batches = [collate(by_length[i : i + bs]) for i in range(0, len(by_length), bs)]
+    eval_batches = [collate(by_length[i : i + bs]) for i in range(0, len(by_length), bs)]
     if accelerator.is_main_process:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "data_stats.json").write_text(json.dumps(
@@ -139,7 +138,7 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
         return loss, {"accuracy": pair_stats["accuracy"], "margin": pair_stats["margin"]}
 
     def evaluate(model):
-        return _evaluate_pairs(model, metric_batches, accelerator.device, encoder)
+        return _evaluate_pairs(model, eval_batches, accelerator.device, encoder)
 
     # 5. Train (resumable, checkpoints in STAGE/checkpoints), with held-out loss/accuracy/margin before and along the way.
     with MetricsWriter(stage_dir / "metrics.jsonl", "rm", rm.logging.report_to,
@@ -153,7 +152,9 @@ def run(cfg: RunConfig, stage_dir: Path, *, resume: bool = False) -> StageOutput
 
         # 6. Normalisation statistics on a reference set, stored with the checkpoint.
         model.eval()
-        reference = eval_batches or [collate(train_data[i : i + bs]) for i in range(0, len(train_data), bs)]
+        # In file order (held-out pairs, else training pairs), not by length: a length-sorted start would be the shortest responses.
+        rows = (eval_data or train_data)[:REFERENCE_SET_SIZE]
+        reference = [collate(rows[i : i + bs]) for i in range(0, len(rows), bs)]
         with torch.no_grad():
             mean, std = _reference_stats(model, reference, accelerator.device, encoder)
         writer.log(result.steps, {"reference/score_mean": mean, "reference/score_std": std})

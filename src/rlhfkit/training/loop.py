@@ -145,7 +145,10 @@ def _seeded_loader(dataset: Sequence[Any], batch_size: int, collate: Callable, g
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     sampler = LengthGroupedSampler(batch_size, lengths=[example_length(e) for e in examples], generator=generator)
-    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    # A DataLoader draws a worker base seed per epoch from its `generator`, else from the global RNG:
+    # that draw would shift a resumed run's dropout stream. With no workers the seed is unused, so a
+    # throwaway generator takes it and `generator` stays the sampler's alone (the same order as before).
+    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator())
 
 
 def example_length(example: Any) -> int:

@@ -84,3 +84,13 @@ def test_a_resumed_grouped_epoch_replays_the_rest_of_the_interrupted_one():
 
 def test_group_by_length_is_off_unless_asked():
     assert OptimSection().group_by_length is False
+
+
+def test_neither_loader_draws_from_the_global_rng():
+    """The global RNG carries dropout: a loader that drew from it at each epoch's start would shift a resumed run."""
+    for grouped in (False, True):
+        loader = _seeded_loader(_examples(64), BATCH, _collate, torch.Generator().manual_seed(2), group_by_length=grouped)
+        torch.manual_seed(11)
+        before = torch.get_rng_state()
+        _batches(loader), _batches(loader)
+        assert torch.equal(torch.get_rng_state(), before), f"group_by_length={grouped}"
