@@ -126,7 +126,7 @@ def plan_inputs_from_config(cfg: RunConfig, stage: Stage, overrides: PlanOverrid
             else None,
             reward_models=_reward_models(cfg),
             rollout_batch=ppo.batch_size, mini_batch=ppo.mini_batch_size, grad_accum=ppo.gradient_accumulation_steps,
-            prompt_len=ppo.generation.max_prompt_length, response_len=ppo.generation.max_new_tokens, **common)
+            micro_batch_tokens=ppo.micro_batch_tokens, prompt_len=ppo.generation.max_prompt_length, response_len=ppo.generation.max_new_tokens, **common)
         policy, critic = _known(shapes, "policy", "critic")
         reward = _known(shapes, "reward")[0] if settings.reward_models else policy
         return PlanInputs("ppo", policy, reward, critic, settings)

@@ -51,9 +51,24 @@ class Settings:
     rollout_batch: int = 64  # episodes generated at once (ppo.batch_size)
     mini_batch: int = 4  # rows per forward/backward (ppo.mini_batch_size; SFT/RM optim.batch_size)
     grad_accum: int = 16
+    micro_batch_tokens: int | None = None  # ppo.micro_batch_tokens: packed micro-batches of ≤ this many real tokens
     prompt_len: int = 256
     response_len: int = 128  # SFT/RM: prompt_len = 0 and response_len = data.max_length
     device: Literal["cuda", "cpu"] = "cuda"  # the allowance differs (docs/memory.md)
+
+
+def ppo_micro_batch_tokens(s: Settings) -> tuple[int, int]:
+    """(tokens through a model, response tokens among them) in one PPO micro-batch, at most.
+
+    Padded: `mini_batch` rows of the full width Tq + Tr, Tr response slots each. Token budget K
+    (training/micro_batches.py): one packed sequence of ≤ K real tokens — or a single row longer
+    than K on its own, so ≤ max(K, Tq + Tr) tokens; as every row has at least one prompt token and at
+    most Tr response tokens, ≤ max(Tr, ⌈K·Tr / (Tr + 1)⌉) of them are response tokens."""
+    seq = s.prompt_len + s.response_len
+    if s.micro_batch_tokens is None:
+        return s.mini_batch * seq, s.mini_batch * s.response_len
+    budget, tr = s.micro_batch_tokens, s.response_len
+    return max(budget, seq), max(tr, -(-budget * tr // (tr + 1)))
 
 
 @dataclass(frozen=True)
@@ -203,26 +218,29 @@ def _generation(inputs: PlanInputs, resident: list[Term]) -> Phase:
 
 def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term]) -> Phase:
     s, shape = inputs.settings, inputs.policy
-    seq, rows, act = s.prompt_len + s.response_len, s.mini_batch, t.activation_dtype_bytes(s.precision)
+    seq, act = s.prompt_len + s.response_len, t.activation_dtype_bytes(s.precision)
+    tokens, response = ppo_micro_batch_tokens(s)
     # The LM head runs on the response positions only (exactly Tr of them since the fused log-prob pass;
-    # counted here as Tr + 1, as calibrated, a slight over-estimate), and no forward builds a KV cache
-    # (use_cache=False, models/actor_critic.py and models/scoring.py).
-    logits = t.logits_bytes(rows, s.response_len + 1, shape.vocab, act)
+    # counted here as Tr + 1 per padded row, as calibrated, a slight over-estimate), and no forward
+    # builds a KV cache (use_cache=False, models/actor_critic.py and models/scoring.py).
+    head = s.mini_batch * (s.response_len + 1) if s.micro_batch_tokens is None else response
+    logits = t.logits_bytes(1, head, shape.vocab, act)
 
     def forward(model: ModelShape, n: int) -> float:
-        return t.forward_transient_bytes(model, n * seq, act)
+        return t.forward_transient_bytes(model, n, act)
 
-    policy = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_NO_GRAD), 0)
+    policy = logits + max(forward(shape, tokens) - logits, t.logit_copies_bytes(1, response, shape.vocab, t.LOGIT_COPIES_NO_GRAD), 0)
     if s.shared_value_head:  # the ActorCritic forward keeps the output's hidden states (output_hidden_states)
-        policy += (shape.n_layers + 1) * rows * seq * shape.hidden * act
-    reference = logits + max(forward(shape, rows) - logits, t.logit_copies_bytes(rows, s.response_len, shape.vocab, t.LOGIT_COPIES_REF), 0)
-    critic = forward(inputs.critic, rows)
-    reward = forward(inputs.reward, 4 * rows) if s.reward_models else 0.0
-    where = f"B={rows} T={seq} V={shape.vocab}"
+        policy += (shape.n_layers + 1) * tokens * shape.hidden * act
+    reference = logits + max(forward(shape, tokens) - logits, t.logit_copies_bytes(1, response, shape.vocab, t.LOGIT_COPIES_REF), 0)
+    critic = forward(inputs.critic, tokens)
+    # the reward models score padded rows of the rollout, 4 micro-batches' worth at a time (as calibrated)
+    reward = forward(inputs.reward, 4 * s.mini_batch * seq) if s.reward_models else 0.0
+    where = (f"B={s.mini_batch} T={seq}" if s.micro_batch_tokens is None else f"packed N={tokens}") + f" V={shape.vocab}"
     candidates = [Term("policy", "forward: logits + fp32 copies", policy, where),
                   Term("reference", "forward: logits + fp32 copies", reference, where),
-                  Term("critic", "forward", critic, f"B={rows} T={seq}"),
-                  Term("reward", "forward", reward, f"B={4 * rows} T={seq}")]
+                  Term("critic", "forward", critic, where.rsplit(" V=", 1)[0]),
+                  Term("reward", "forward", reward, f"B={4 * s.mini_batch} T={seq}")]
     largest = max(candidates, key=lambda term: term.bytes)  # the forwards run one after another
     frozen_back = tuple(replace(term, name=term.name + " (from host)") for term in offloaded
                         if term.model.startswith(("reference", "reward")))
@@ -261,16 +279,18 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
         loss = Term("model", "logits + loss copies", half_logits + t.logit_copies_bytes(s.mini_batch, seq, inputs.policy.vocab,
                     t.SFT_LOGIT_COPIES), f"{t.SFT_LOGIT_COPIES}·B·T·V × 4 B" + (" + B·T·V × 2 B" if half_logits else ""))
         return [[*accumulated, _activations(inputs, "model", inputs.policy, s.mini_batch * seq), loss]]
-    tokens, vocab, tr = s.mini_batch * seq, inputs.policy.vocab, s.response_len
+    tokens, response = ppo_micro_batch_tokens(s)
+    vocab = inputs.policy.vocab
     policy = _activations(inputs, "policy", inputs.policy, tokens)
     half = t.activation_dtype_bytes(s.precision) == 2
     saved_copies, backward_copies = ((t.LOGIT_COPIES_SAVED, t.LOGIT_COPIES_BACKWARD) if s.entropy_bonus else
                                      (t.LOGIT_COPIES_SAVED_NO_ENTROPY, t.LOGIT_COPIES_BACKWARD_NO_ENTROPY_HALF if half
                                       else t.LOGIT_COPIES_BACKWARD_NO_ENTROPY))
-    saved = Term("policy", "logits path (saved)", t.logit_copies_bytes(s.mini_batch, tr, vocab, saved_copies),
-                 f"{saved_copies}·B·Tr·V × 4 B")
-    backward = Term("policy", "logits path (backward)", t.logit_copies_bytes(s.mini_batch, tr, vocab, backward_copies),
-                    f"{backward_copies}·B·Tr·V × 4 B")
+    slots = "B·Tr" if s.micro_batch_tokens is None else "M"  # M: the packed micro-batch's response tokens
+    saved = Term("policy", "logits path (saved)", t.logit_copies_bytes(1, response, vocab, saved_copies),
+                 f"{saved_copies}·{slots}·V × 4 B")
+    backward = Term("policy", "logits path (backward)", t.logit_copies_bytes(1, response, vocab, backward_copies),
+                    f"{backward_copies}·{slots}·V × 4 B")
     if s.shared_value_head:
         return [[*accumulated, policy, backward]]
     critic = _activations(inputs, "critic", inputs.critic, tokens)

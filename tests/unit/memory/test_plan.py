@@ -6,7 +6,7 @@ from rlhfkit.config import load_config
 from rlhfkit.config.load import default_config_path
 from rlhfkit.memory.advice import advise, best_fix, fits, min_devices, needed, seed_table
 from rlhfkit.memory.inputs import PlanOverrides, plan_inputs_from_config, with_settings
-from rlhfkit.memory.plan import PlanInputs, Settings, plan_memory
+from rlhfkit.memory.plan import PlanInputs, Settings, _backward_moments, plan_memory
 from rlhfkit.memory.shapes import PRESETS, ModelShape
 
 GB = 1e9
@@ -115,6 +115,7 @@ def test_plan_inputs_from_the_default_preset():
     assert (inputs.policy.n_layers, inputs.policy.hidden, inputs.policy.vocab) == (4, 128, 4096)
     assert (s.rollout_batch, s.mini_batch, s.grad_accum, s.prompt_len, s.response_len) == (64, 16, 1, 32, 24)
     assert (s.precision, s.reward_models, s.shared_value_head, s.lora_rank) == ("fp32", 2, False, None)
+    assert s.micro_batch_tokens == 640
 
 
 def test_plan_inputs_follow_the_memory_knobs():
@@ -127,3 +128,22 @@ def test_plan_inputs_follow_the_memory_knobs():
     assert plan_inputs_from_config(cfg, "sft").settings.precision == "amp"
     cfg = load_config(default_config_path("default"), ["ppo.reward.callable=os:getcwd"])
     assert plan_inputs_from_config(cfg, "ppo").settings.reward_models == 0
+
+
+def test_token_budget_sizes_the_micro_batch_by_its_tokens_not_its_rows():
+    resident = (P + 129) * 12 + P * 4
+    # ppo.micro_batch_tokens = 256: one packed sequence of ≤ 256 tokens (padded: 4 rows × 32 = 128), of which
+    # ≤ ⌈256·16/17⌉ = 241 are response tokens (each row has ≥ 1 prompt token and ≤ 16 response tokens)
+    upd = plan_memory(_small(micro_batch_tokens=256)).phases[2]
+    # activations (2·2688 + 384)·256·4 = 5,898,240, logits path 4 · 241·512·4 = 1,974,272, buffers 24,576
+    assert upd.total == resident + 5_898_240 + 1_974_272 + 24_576
+    # a budget below one row's width: that row alone, 32 tokens and ≤ 16 response tokens
+    # (there the optimizer step is the update's peak, so look at the backward moment's terms)
+    inputs = _small(micro_batch_tokens=8)
+    assert plan_memory(inputs).phases[2].name == "update (optimizer step)"
+    terms = {(x.model, x.name): x.bytes for x in _backward_moments(inputs, {})[0]}
+    assert terms[("policy", "activations")] == (2 * 2688 + 384) * 32 * 4
+    assert terms[("policy", "logits path (backward)")] == 4 * 16 * 512 * 4
+    # the experience forwards run on the same micro-batches: larger with the larger budget
+    assert plan_memory(_small(micro_batch_tokens=256)).phases[1].total > plan_memory(_small()).phases[1].total
+
