@@ -112,20 +112,38 @@ def build_work(work_dir: Path, layers: int, width: int, response_length: int, ba
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
     """CPU-seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+class OutsideLoad:
+    """Busy cores of *other* work while this process runs: all cores' busy time minus this
+    process's own CPU time, per wall second (a load average would count the benchmark's own threads).
+
+        outside = OutsideLoad()   # starts measuring
+        ...
+        cores = outside.stop()
+    """
+
+    def __init__(self) -> None:
+        self._busy, self._own, self._t0 = busy_seconds(), time.process_time(), time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self._t0
+        other = (busy_seconds() - self._busy) - (time.process_time() - self._own)
+        return max(0.0, other) / wall
+
+
 def run_measured(cmd: list[str], env: dict, log: Path) -> tuple[dict, float]:
     """Run `cmd`; returns (its `BENCH_RESULT {json}` line, busy cores of *other* work during it:
     all cores' busy time minus the process's own CPU time, per wall second)."""
-    busy0, t0 = _busy_seconds(), time.perf_counter()
+    busy0, t0 = busy_seconds(), time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    wall, busy = time.perf_counter() - t0, _busy_seconds() - busy0
+    wall, busy = time.perf_counter() - t0, busy_seconds() - busy0
     outside = max(0.0, busy - usage.ru_utime - usage.ru_stime) / wall
     text = log.read_text()
     lines = [line for line in text.splitlines() if line.startswith("BENCH_RESULT ")]

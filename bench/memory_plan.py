@@ -39,12 +39,14 @@ from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.lora import AdapterFreeReference, add_lora
 from rlhfkit.models.scoring import sequence_scores
 from rlhfkit.models.value_head import SharedValueHead
-from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience
+from rlhfkit.models.packed_attention import use_packed_attention
+from rlhfkit.rollout.experience import AdvantageSettings, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
+from rlhfkit.stages.ppo import _experience_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 
 TOLERANCE = 0.15
@@ -63,12 +65,15 @@ class Case:
     bf16: bool = False  # bf16 weights, torch AdamW with bf16 moments (the planner's "half")
     shared: bool = False  # ppo.value_head: shared (a scalar head on the policy, no critic model)
     value_lora: bool = False  # ppo.value_lora: the critic as adapters (r = 8) + its scalar head
+    budget: int | None = None  # ppo.micro_batch_tokens: packed micro-batches of ≤ this many tokens
+    accum: int = 1  # ppo.gradient_accumulation_steps: a step's mini × accum rows, which a budget re-splits
 
 
 CASES = [
     Case("tiny", "gpt2-tiny", rollout=16, mini=4, prompt=8, response=24),
     Case("default", "gpt2-default", rollout=64, mini=16, prompt=32, response=24),
     Case("default-shared", "gpt2-default", rollout=64, mini=16, prompt=32, response=24, shared=True),
+    Case("default-packed", "gpt2-default", rollout=64, mini=16, prompt=32, response=24, budget=640),
     Case("smollm2", "smollm2", rollout=8, mini=8, prompt=64, response=64),
     Case("smollm2-lora", "smollm2", rollout=8, mini=8, prompt=64, response=64, lora=True),
     Case("smollm2-ckpt", "smollm2", rollout=8, mini=8, prompt=64, response=64, checkpointing=True),
@@ -123,6 +128,9 @@ def build_models(case: Case):
         reference = AdapterFreeReference(policy).eval()
     else:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if case.budget is not None:  # packed rows attend row by row, as the PPO stage sets up
+        for model in (policy, reference, critic):
+            use_packed_attention(model)
     if case.shared:
         critic = SharedValueHead.for_policy(policy)
     if case.value_lora:
@@ -133,13 +141,14 @@ def build_models(case: Case):
 def plan_for(case: Case, shape: ModelShape):
     settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", shared_value_head=case.shared, gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
                         value_lora_rank=8 if case.value_lora else None,
-                        rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
-                        prompt_len=case.prompt, response_len=case.response)
+                        rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=case.accum,
+                        micro_batch_tokens=case.budget, prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
 
 
 def _ppo_config(case: Case) -> PPOConfig:
-    return PPOConfig(batch_size=case.rollout, mini_batch_size=case.mini, gradient_accumulation_steps=1, ppo_epochs=1,
+    return PPOConfig(batch_size=case.rollout, mini_batch_size=case.mini, gradient_accumulation_steps=case.accum, ppo_epochs=1,
+                     micro_batch_tokens=case.budget,
                      generation=GenerationSection(max_new_tokens=case.response, max_prompt_length=case.prompt))
 
 
@@ -171,11 +180,14 @@ def iteration(case, config, actor_critic, reference, reward, optimizer, schedule
             scores.append(sequence_scores(reward, rollout.input_ids[rows], rollout.attention_mask[rows]))
     settings = AdvantageSettings(kl_coef=0.05, kl_estimator="k1", gamma=1.0, lam=0.95, whiten_rewards=False,
                                  whiten_advantages=True)
+    generator = torch.Generator().manual_seed(0)
+    # the stage's own micro-batches: mini-batch chunks, or under a budget the update's first-epoch packs
+    first_order, batches = _experience_micro_batches(ppo, rollout, generator, torch.device("cpu"))
     exp = make_experience(rollout, torch.cat(scores).float(), actor_critic, reference, settings,
-                          ppo.generation.temperature, contiguous_chunks(case.rollout, case.mini))
+                          ppo.generation.temperature, batches, packed=case.budget is not None)
     mark("experience")
-    ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, torch.Generator().manual_seed(0),
-               Collectives(accelerator.device), FaultGuard("ppo", 3), iteration=1)
+    ppo_update(exp, actor_critic, optimizer, scheduler, accelerator, ppo, generator,
+               Collectives(accelerator.device), FaultGuard("ppo", 3), iteration=1, first_order=first_order)
     mark("update")
     return peaks
 

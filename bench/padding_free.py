@@ -15,13 +15,22 @@ update: mini_batch_size 16 × 1 accumulation, 4 epochs. rlhfkit's own `make_expe
   budget K dense  (--dense-mask) the same with plain SDPA under transformers' block-diagonal
                 (N, N) mask, to show what attending per row saves
 
-Each repetition runs every variant, experience then update, from the same weights; the median
-over repetitions is printed, with the speed-up over padded and the losses of each (they must agree
-to float rounding; the first-ratio deviation must be 0). The load average before and after is
-printed: figures taken while other jobs share the CPU are marked contended.
+After one untimed warm-up round, each repetition runs every variant, experience then update,
+from the same weights; the median over repetitions is printed, with the speed-up over padded and
+the losses of each (they must agree to float rounding; the first-ratio deviation must be 0). Other work on the CPU is measured while it
+runs (/proc/stat busy time minus the benchmark's own CPU time, compare_trl_work.OutsideLoad):
+figures taken with more than 0.25 busy cores of it are marked contended.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --repeats 5 --budgets 160,320,640 --dense-mask
     OMP_NUM_THREADS=1 .venv/bin/python bench/padding_free.py --layers 6 --width 512 --repeats 3 --budgets 640
+
+`--from-run RUN_DIR` takes the workload from a finished `rlhfkit run` instead: its own models
+(policy and reference = RUN_DIR/sft/model, critic = RUN_DIR/ppo/value_model) and 64 of its PPO
+prompts (RUN_DIR/task/ppo_prompts.jsonl) tokenized and left-padded as the PPO stage does, with
+responses sampled under the run's generation settings from its SFT policy (`--policy sft`: the
+lengths PPO starts from) or its final PPO policy (`--policy ppo`: the lengths it ends with).
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/padding_free.py --from-run runs/X --policy sft --budgets 640
 """
 
 from __future__ import annotations
@@ -49,6 +58,42 @@ def variable_rollout(vocab: int, seed: int = 0):
     query = torch.randint(3, vocab, (BATCH, MAX_PROMPT), generator=g).masked_fill(query_mask == 0, 1)
     response = torch.randint(3, vocab, (BATCH, MAX_RESPONSE), generator=g).masked_fill(response_mask == 0, 1)
     return Rollout(query, query_mask, response, response_mask, r_len < MAX_RESPONSE, [""] * BATCH, [""] * BATCH)
+
+
+def run_workload(run_dir: str, which: str, seed: int = 0):
+    """(actor_critic, reference, rollout) from a finished run: its models, BATCH of its PPO prompts,
+    responses sampled from its SFT or final PPO policy with its generation settings."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from rlhfkit.config import load_config
+    from rlhfkit.data.records import load_records
+    from rlhfkit.data.tokenize import PromptCollator, tokenize_prompts
+    from rlhfkit.models.actor_critic import ActorCritic
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.rollout.generation import HFGenerationBackend, sample_rollout
+
+    run = Path(run_dir)
+    cfg = load_config(run / "config.yaml")
+    tokenizer = load_tokenizer(cfg.ppo.policy.model_copy(update={"name_or_path": str(run / "sft" / "model")}), "bench")
+    tokenizer.padding_side = "left"
+    records = load_records(run / "task" / "ppo_prompts.jsonl", "prompts")
+    picked = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))[:BATCH].tolist()
+    examples = [records[i] for i in picked]
+    batch = PromptCollator(tokenizer.pad_token_id)(tokenize_prompts(examples, tokenizer, cfg.ppo.generation.max_prompt_length))
+    sampler = AutoModelForCausalLM.from_pretrained(run / ("sft/model" if which == "sft" else "ppo/policy")).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        rollout = sample_rollout(HFGenerationBackend(sampler, tokenizer, cfg.ppo.generation), tokenizer,
+                                 [""] * BATCH, batch["input_ids"], batch["attention_mask"])
+    kwargs = dict(attn_implementation="sdpa")
+    policy = AutoModelForCausalLM.from_pretrained(run / "sft" / "model", **kwargs)
+    reference = AutoModelForCausalLM.from_pretrained(run / "sft" / "model", **kwargs).eval()
+    critic = AutoModelForSequenceClassification.from_pretrained(run / "ppo" / "value_model", **kwargs)
+    for model in (policy, reference, critic):
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return ActorCritic(policy, critic).eval(), reference, rollout
 
 
 def build_models(layers: int, width: int, vocab: int):
@@ -114,17 +159,28 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--budgets", default=str(MINI_BATCH * (MAX_PROMPT + MAX_RESPONSE)),
                         help="comma-separated ppo.micro_batch_tokens values to compare with the padded path")
+    parser.add_argument("--from-run", metavar="RUN_DIR", help="the workload of a finished rlhfkit run (see above)")
+    parser.add_argument("--policy", choices=("sft", "ppo"), default="sft",
+                        help="with --from-run: sample the responses from its SFT or its final PPO policy")
     parser.add_argument("--dense-mask", action="store_true",
                         help="also run each budget with plain SDPA under transformers' dense block-diagonal mask")
     args = parser.parse_args()
 
     from rlhfkit.training.loop import make_accelerator
 
-    load_before = os.getloadavg()[0]
+    from compare_trl_work import OutsideLoad
+
+    outside = OutsideLoad()
     accelerator = make_accelerator("cpu", "no", 1)
-    actor_critic, reference = build_models(args.layers, args.width, args.vocab)
+    if args.from_run:
+        actor_critic, reference, rollout = run_workload(args.from_run, args.policy)
+        c = reference.config
+        shape = f"{args.from_run} ({args.policy} responses): {c.model_type} {c.num_hidden_layers}L d={c.hidden_size} V={c.vocab_size}"
+    else:
+        actor_critic, reference = build_models(args.layers, args.width, args.vocab)
+        rollout = variable_rollout(args.vocab)
+        shape = f"GPT-2 {args.layers}L d={args.width} V={args.vocab}"
     initial = {k: v.clone() for k, v in actor_critic.state_dict().items()}
-    rollout = variable_rollout(args.vocab)
     real = int(rollout.attention_mask.sum())
     import rlhfkit.models.packed_attention  # noqa: F401 - registers the per-row packed attention
 
@@ -132,10 +188,13 @@ def main() -> None:
     if args.dense_mask:
         variants += [(f"budget {b} dense", int(b), "sdpa") for b in args.budgets.split(",")]
     print(f"workload: {BATCH} episodes, {real} real tokens of {rollout.attention_mask.numel()} padded "
-          f"({real / rollout.attention_mask.numel():.0%}); GPT-2 {args.layers}L d={args.width} V={args.vocab}; "
+          f"({real / rollout.attention_mask.numel():.0%}), mean response {rollout.response_mask.sum(1).float().mean():.1f} "
+          f"of {rollout.response_mask.shape[1]} tokens; {shape}; "
           f"mini-batch {MINI_BATCH}, {EPOCHS} epochs; torch threads {torch.get_num_threads()}; {args.repeats} repeats")
     times = {name: {"experience": [], "update": []} for name, _, _ in variants}
     losses = {}
+    for name, budget, attention in variants:  # warm-up, untimed: the first variant would pay for it
+        run_variant(budget, rollout, actor_critic, reference, initial, accelerator, attention)
     for _ in range(args.repeats):  # interleaved A/B
         for name, budget, attention in variants:
             t_exp, t_upd, losses[name], logprob_sum = run_variant(budget, rollout, actor_critic, reference, initial,
@@ -151,11 +210,11 @@ def main() -> None:
         print(f"{name:<14}{m['experience']:>14.3f}{base['experience'] / m['experience']:>9.2f}×{m['update']:>12.3f}"
               f"{base['update'] / m['update']:>9.2f}×   {stats[M.POLICY_LOSS]:.7g}, {stats[M.VALUE_LOSS]:.7g}, "
               f"{stats[M.FIRST_RATIO_DEV]:g}")
-    load_after = os.getloadavg()[0]
-    contended = max(load_before, load_after) > 1.5
-    print(f"load average {load_before:.1f} → {load_after:.1f} on {os.cpu_count()} CPUs"
-          + (": CONTENDED — other jobs shared the CPU, treat the times as rough" if contended else ""))
-    print(json.dumps({"median_s": med, "contended": contended}))
+    outside_cores = outside.stop()
+    contended = outside_cores > 0.25
+    print(f"other work on the CPU meanwhile: {outside_cores:.2f} busy cores of {os.cpu_count()}"
+          + (": CONTENDED — treat the times as rough" if contended else ""))
+    print(json.dumps({"median_s": med, "outside_load_cores": round(outside_cores, 3), "contended": contended}))
 
 
 if __name__ == "__main__":

@@ -63,12 +63,13 @@ def ppo_micro_batch_tokens(s: Settings) -> tuple[int, int]:
     Padded: `mini_batch` rows of the full width Tq + Tr, Tr response slots each. Token budget K
     (training/micro_batches.py): one packed sequence of ≤ K real tokens — or a single row longer
     than K on its own, so ≤ max(K, Tq + Tr) tokens; as every row has at least one prompt token and at
-    most Tr response tokens, ≤ max(Tr, ⌈K·Tr / (Tr + 1)⌉) of them are response tokens."""
-    seq = s.prompt_len + s.response_len
+    most Tr response tokens, ≤ max(Tr, ⌈K·Tr / (Tr + 1)⌉) of them are response tokens. Both are also
+    bounded by the optimiser step's rows (mini_batch × grad_accum), which its micro-batches split."""
+    seq, tr = s.prompt_len + s.response_len, s.response_len
     if s.micro_batch_tokens is None:
-        return s.mini_batch * seq, s.mini_batch * s.response_len
-    budget, tr = s.micro_batch_tokens, s.response_len
-    return max(budget, seq), max(tr, -(-budget * tr // (tr + 1)))
+        return s.mini_batch * seq, s.mini_batch * tr
+    budget, step_rows = s.micro_batch_tokens, s.mini_batch * s.grad_accum
+    return min(max(budget, seq), step_rows * seq), min(max(tr, -(-budget * tr // (tr + 1))), step_rows * tr)
 
 
 @dataclass(frozen=True)

@@ -131,19 +131,25 @@ def test_plan_inputs_follow_the_memory_knobs():
 
 
 def test_token_budget_sizes_the_micro_batch_by_its_tokens_not_its_rows():
-    resident = (P + 129) * 12 + P * 4
-    # ppo.micro_batch_tokens = 256: one packed sequence of ≤ 256 tokens (padded: 4 rows × 32 = 128), of which
-    # ≤ ⌈256·16/17⌉ = 241 are response tokens (each row has ≥ 1 prompt token and ≤ 16 response tokens)
-    upd = plan_memory(_small(micro_batch_tokens=256)).phases[2]
-    # activations (2·2688 + 384)·256·4 = 5,898,240, logits path 4 · 241·512·4 = 1,974,272, buffers 24,576
-    assert upd.total == resident + 5_898_240 + 1_974_272 + 24_576
-    # a budget below one row's width: that row alone, 32 tokens and ≤ 16 response tokens
-    # (there the optimizer step is the update's peak, so look at the backward moment's terms)
-    inputs = _small(micro_batch_tokens=8)
-    assert plan_memory(inputs).phases[2].name == "update (optimizer step)"
-    terms = {(x.model, x.name): x.bytes for x in _backward_moments(inputs, {})[0]}
-    assert terms[("policy", "activations")] == (2 * 2688 + 384) * 32 * 4
-    assert terms[("policy", "logits path (backward)")] == 4 * 16 * 512 * 4
-    # the experience forwards run on the same micro-batches: larger with the larger budget
-    assert plan_memory(_small(micro_batch_tokens=256)).phases[1].total > plan_memory(_small()).phases[1].total
+    def backward_start(**settings) -> dict:  # the first backward moment: activations + saved logits path
+        terms = _backward_moments(_small(shared_value_head=False, **settings), {})[0]
+        return {(x.model, x.name): x.bytes for x in terms}
 
+    per_token = (2 * 2688 + 384) * 4  # saved activations per token, as in test_small_plan_by_hand
+    padded = backward_start()  # 4 rows × 32 tokens, 4 × 16 response slots
+    assert padded[("policy", "activations")] == 128 * per_token
+    assert padded[("policy", "logits path (saved)")] == 1 * 64 * 512 * 4
+    # ppo.micro_batch_tokens = 256 over steps of 4 × 4 rows: one packed sequence of ≤ 256 tokens, of which
+    # ≤ ⌈256·16/17⌉ = 241 are response tokens (every row has ≥ 1 prompt token and ≤ 16 response tokens)
+    packed = backward_start(micro_batch_tokens=256, grad_accum=4)
+    assert packed[("policy", "activations")] == 256 * per_token
+    assert packed[("policy", "logits path (saved)")] == 1 * 241 * 512 * 4
+    # a step of 4 rows (no accumulation) cannot fill 256 tokens: 4 × 32 = 128 at most, 64 response tokens
+    assert backward_start(micro_batch_tokens=256) == padded
+    # a budget below one row's width: that row alone, 32 tokens and ≤ 16 response tokens
+    alone = backward_start(micro_batch_tokens=8)
+    assert alone[("policy", "activations")] == 32 * per_token
+    assert alone[("policy", "logits path (saved)")] == 1 * 16 * 512 * 4
+    # the experience forwards run on the same micro-batches: larger with the larger budget
+    experience = lambda **kw: plan_memory(_small(**kw)).phases[1].total
+    assert experience(micro_batch_tokens=256, grad_accum=4) > experience(grad_accum=4)
