@@ -237,10 +237,11 @@ def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term])
     critic = forward(inputs.critic, tokens)
     # the reward models score padded rows of the rollout, 4 micro-batches' worth at a time (as calibrated)
     reward = forward(inputs.reward, 4 * s.mini_batch * seq) if s.reward_models else 0.0
-    where = (f"B={s.mini_batch} T={seq}" if s.micro_batch_tokens is None else f"packed N={tokens}") + f" V={shape.vocab}"
+    batch = f"B={s.mini_batch} T={seq}" if s.micro_batch_tokens is None else f"packed N={tokens}"
+    where = f"{batch} V={shape.vocab}"
     candidates = [Term("policy", "forward: logits + fp32 copies", policy, where),
                   Term("reference", "forward: logits + fp32 copies", reference, where),
-                  Term("critic", "forward", critic, where.rsplit(" V=", 1)[0]),
+                  Term("critic", "forward", critic, batch),
                   Term("reward", "forward", reward, f"B={4 * s.mini_batch} T={seq}")]
     largest = max(candidates, key=lambda term: term.bytes)  # the forwards run one after another
     frozen_back = tuple(replace(term, name=term.name + " (from host)") for term in offloaded
