@@ -70,7 +70,12 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
     if not s.gradient_checkpointing:
         out.append(Change("gradient checkpointing (≈ +33 % compute)", "--gradient-checkpointing",
                           lambda x: replace(x, gradient_checkpointing=True)))
-    if s.mini_batch > 1:
+    if ppo and s.micro_batch_tokens is not None:  # packed micro-batches: the budget, not the rows, sizes them
+        if s.micro_batch_tokens > 1:
+            budget = s.micro_batch_tokens // 2
+            out.append(Change(f"token budget {s.micro_batch_tokens} → {budget} (same step)",
+                              f"--set ppo.micro_batch_tokens={budget}", lambda x: replace(x, micro_batch_tokens=budget)))
+    elif s.mini_batch > 1:
         half = s.mini_batch // 2
         key = "mini_batch_size" if ppo else "batch_size"
         out.append(Change(f"mini-batch {s.mini_batch} → {half}, accumulation ×2 (same step)",

@@ -23,7 +23,8 @@ def _describe(plan: MemoryPlan) -> str:
     size = f"{count / 1e9:.3g}B" if count >= 1e9 else f"{count / 1e6:.3g}M"
     parts = [i.stage, f"{'policy' if i.stage == 'ppo' else 'model'} {i.policy.name} ({size} parameters)", f"precision {s.precision}"]
     if i.stage == "ppo":
-        parts += [f"rollout {s.rollout_batch} × ({s.prompt_len}+{s.response_len}) tokens", f"mini-batch {s.mini_batch}",
+        batch = f"mini-batch {s.mini_batch}" + (f", packed ≤ {s.micro_batch_tokens} tokens" if s.micro_batch_tokens else "")
+        parts += [f"rollout {s.rollout_batch} × ({s.prompt_len}+{s.response_len}) tokens", batch,
                   f"RMs {s.reward_models}", "shared value head" if s.shared_value_head else "critic model"]
         if s.lora_rank:
             parts.append(f"LoRA r={s.lora_rank}")

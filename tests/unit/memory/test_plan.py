@@ -108,6 +108,16 @@ def test_advice_on_cpu_leaves_out_offload_and_lists_a_fix():
     assert fix is not None and fix.needed < needed(plan_memory(inputs), "cpu")
 
 
+def test_advice_under_a_token_budget_halves_the_budget_not_the_rows():
+    inputs = _small(micro_batch_tokens=256, grad_accum=4, shared_value_head=False)
+    single, _ = advise(inputs, 1e6, "cpu")  # nothing fits in 1 MB: every lever is listed with its figure
+    labels = [a.label for a in single]
+    assert "token budget 256 → 128 (same step)" in labels
+    assert not any(label.startswith("mini-batch") for label in labels)  # the step's rows are re-split anyway
+    halved = next(a for a in single if a.label.startswith("token budget"))
+    assert halved.needed < needed(plan_memory(inputs), "cpu")
+
+
 def test_plan_inputs_from_the_default_preset():
     cfg = load_config(default_config_path("default"))
     inputs = plan_inputs_from_config(cfg, "ppo")
