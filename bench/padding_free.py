@@ -61,8 +61,8 @@ def variable_rollout(vocab: int, seed: int = 0):
 
 
 def run_workload(run_dir: str, which: str, seed: int = 0):
-    """(actor_critic, reference, rollout) from a finished run: its models, BATCH of its PPO prompts,
-    responses sampled from its SFT or final PPO policy with its generation settings."""
+    """(actor_critic, reference, rollout, temperature) from a finished run: its models, BATCH of its PPO
+    prompts, responses sampled from its SFT or final PPO policy with its generation settings."""
     from pathlib import Path
 
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -90,10 +90,13 @@ def run_workload(run_dir: str, which: str, seed: int = 0):
     kwargs = dict(attn_implementation="sdpa")
     policy = AutoModelForCausalLM.from_pretrained(run / "sft" / "model", **kwargs)
     reference = AutoModelForCausalLM.from_pretrained(run / "sft" / "model", **kwargs).eval()
+    if not (run / "ppo" / "value_model").is_dir():
+        raise SystemExit(f"{run}/ppo/value_model not found: --from-run needs a finished run with a critic model "
+                         "(ppo.value_head: separate)")
     critic = AutoModelForSequenceClassification.from_pretrained(run / "ppo" / "value_model", **kwargs)
     for model in (policy, reference, critic):
         model.config.pad_token_id = tokenizer.pad_token_id
-    return ActorCritic(policy, critic).eval(), reference, rollout
+    return ActorCritic(policy, critic).eval(), reference, rollout, cfg.ppo.generation.temperature
 
 
 def build_models(layers: int, width: int, vocab: int):
@@ -116,7 +119,7 @@ def _timed(fn):
 
 
 def run_variant(budget: int | None, rollout, actor_critic, reference, initial_state, accelerator,
-                attention: str = "sdpa"):
+                attention: str = "sdpa", temperature: float = 0.7):
     from rlhfkit.config.stages import PPOConfig
     from rlhfkit.metric_names import M
     from rlhfkit.rollout.experience import AdvantageSettings, contiguous_chunks, make_experience
@@ -129,7 +132,7 @@ def run_variant(budget: int | None, rollout, actor_critic, reference, initial_st
     for model in (actor_critic.policy, actor_critic.critic, reference):
         model.set_attn_implementation(attention)
     ppo = PPOConfig(batch_size=BATCH, mini_batch_size=MINI_BATCH, gradient_accumulation_steps=1, ppo_epochs=EPOCHS,
-                    micro_batch_tokens=budget, learning_rate=5e-5)
+                    micro_batch_tokens=budget, learning_rate=5e-5, generation={"temperature": temperature})
     order = torch.randperm(BATCH, generator=torch.Generator().manual_seed(1))
     if budget is None:
         batches = contiguous_chunks(BATCH, MINI_BATCH)
@@ -138,7 +141,7 @@ def run_variant(budget: int | None, rollout, actor_critic, reference, initial_st
         batches = [rows for step in plan for rows in step]
     settings = AdvantageSettings(0.05, "k1", 1.0, 0.95, False, True)
     scores = torch.linspace(-1, 1, BATCH)
-    t_exp, exp = _timed(lambda: make_experience(rollout, scores, actor_critic, reference, settings, 0.7, batches,
+    t_exp, exp = _timed(lambda: make_experience(rollout, scores, actor_critic, reference, settings, temperature, batches,
                                                 packed=budget is not None))
     optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=5e-5, eps=1e-5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -173,12 +176,12 @@ def main() -> None:
     outside = OutsideLoad()
     accelerator = make_accelerator("cpu", "no", 1)
     if args.from_run:
-        actor_critic, reference, rollout = run_workload(args.from_run, args.policy)
+        actor_critic, reference, rollout, temperature = run_workload(args.from_run, args.policy)
         c = reference.config
         shape = f"{args.from_run} ({args.policy} responses): {c.model_type} {c.num_hidden_layers}L d={c.hidden_size} V={c.vocab_size}"
     else:
         actor_critic, reference = build_models(args.layers, args.width, args.vocab)
-        rollout = variable_rollout(args.vocab)
+        rollout, temperature = variable_rollout(args.vocab), 0.7
         shape = f"GPT-2 {args.layers}L d={args.width} V={args.vocab}"
     initial = {k: v.clone() for k, v in actor_critic.state_dict().items()}
     real = int(rollout.attention_mask.sum())
@@ -194,11 +197,11 @@ def main() -> None:
     times = {name: {"experience": [], "update": []} for name, _, _ in variants}
     losses = {}
     for name, budget, attention in variants:  # warm-up, untimed: the first variant would pay for it
-        run_variant(budget, rollout, actor_critic, reference, initial, accelerator, attention)
+        run_variant(budget, rollout, actor_critic, reference, initial, accelerator, attention, temperature)
     for _ in range(args.repeats):  # interleaved A/B
         for name, budget, attention in variants:
             t_exp, t_upd, losses[name], logprob_sum = run_variant(budget, rollout, actor_critic, reference, initial,
-                                                                  accelerator, attention)
+                                                                  accelerator, attention, temperature)
             times[name]["experience"].append(t_exp)
             times[name]["update"].append(t_upd)
             losses[name]["sum of old logprobs"] = logprob_sum

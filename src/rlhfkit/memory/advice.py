@@ -71,8 +71,10 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
         out.append(Change("gradient checkpointing (≈ +33 % compute)", "--gradient-checkpointing",
                           lambda x: replace(x, gradient_checkpointing=True)))
     if ppo and s.micro_batch_tokens is not None:  # packed micro-batches: the budget, not the rows, sizes them
-        if s.micro_batch_tokens > 1:
-            budget = s.micro_batch_tokens // 2
+        seq = s.prompt_len + s.response_len
+        effective = min(s.micro_batch_tokens, s.mini_batch * s.grad_accum * seq)  # a step holds no more
+        if effective > seq:  # at or below one row's width a row goes alone: a smaller budget changes nothing
+            budget = effective // 2
             out.append(Change(f"token budget {s.micro_batch_tokens} → {budget} (same step)",
                               f"--set ppo.micro_batch_tokens={budget}", lambda x: replace(x, micro_batch_tokens=budget)))
     elif s.mini_batch > 1:

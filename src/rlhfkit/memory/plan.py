@@ -72,6 +72,14 @@ def ppo_micro_batch_tokens(s: Settings) -> tuple[int, int]:
     return min(max(budget, seq), step_rows * seq), min(max(tr, -(-budget * tr // (tr + 1))), step_rows * tr)
 
 
+def accumulates(s: Settings) -> bool:
+    """Whether a micro-batch's backward can run with earlier micro-batches' gradients alive: with
+    gradient accumulation, and under a token budget smaller than a step's rows at full width (the
+    step is then split into several micro-batches, accumulated under no_sync, training/ppo_update.py)."""
+    step_tokens = s.mini_batch * s.grad_accum * (s.prompt_len + s.response_len)
+    return s.grad_accum > 1 or (s.micro_batch_tokens is not None and s.micro_batch_tokens < step_tokens)
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     stage: Stage
@@ -235,7 +243,8 @@ def _experience(inputs: PlanInputs, resident: list[Term], offloaded: list[Term])
         policy += (shape.n_layers + 1) * tokens * shape.hidden * act
     reference = logits + max(forward(shape, tokens) - logits, t.logit_copies_bytes(1, response, shape.vocab, t.LOGIT_COPIES_REF), 0)
     critic = forward(inputs.critic, tokens)
-    # the reward models score padded rows of the rollout, 4 micro-batches' worth at a time (as calibrated)
+    # the reward models score padded rows of the rollout: planned as 4 × mini_batch rows, as calibrated
+    # (RewardModelEnsemble takes ppo.reward.batch_size rows a forward, 64 by default)
     reward = forward(inputs.reward, 4 * s.mini_batch * seq) if s.reward_models else 0.0
     batch = f"B={s.mini_batch} T={seq}" if s.micro_batch_tokens is None else f"packed N={tokens}"
     where = f"{batch} V={shape.vocab}"
@@ -271,7 +280,8 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     alive; then the policy's logits backward peaks with the critic's activations gone and its
     gradients made."""
     s = inputs.settings
-    accumulated = [g for terms in grads.values() for g in terms] if s.grad_accum > 1 else []
+    accumulating = accumulates(s) if inputs.stage == "ppo" else s.grad_accum > 1
+    accumulated = [g for terms in grads.values() for g in terms] if accumulating else []
     seq = s.prompt_len + s.response_len
     if inputs.stage == "rm":  # chosen and rejected rows, both graphs alive until the backward
         return [[*accumulated, _activations(inputs, "reward model", inputs.policy, 2 * s.mini_batch * seq)]]
@@ -296,7 +306,7 @@ def _backward_moments(inputs: PlanInputs, grads: dict[str, list[Term]]) -> list[
     if s.shared_value_head:
         return [[*accumulated, policy, backward]]
     critic = _activations(inputs, "critic", inputs.critic, tokens)
-    critic_grads = [] if s.grad_accum > 1 else grads.get("critic", [])
+    critic_grads = [] if accumulating else grads.get("critic", [])
     return [[*accumulated, policy, saved, critic], [*accumulated, *critic_grads, policy, backward]]
 
 

@@ -1,12 +1,14 @@
 """Per-phase plans against hand sums, the seed's table, fitting, device counts, advice, config mapping."""
 
+from dataclasses import replace
+
 import pytest
 
 from rlhfkit.config import load_config
 from rlhfkit.config.load import default_config_path
 from rlhfkit.memory.advice import advise, best_fix, fits, min_devices, needed, seed_table
 from rlhfkit.memory.inputs import PlanOverrides, plan_inputs_from_config, with_settings
-from rlhfkit.memory.plan import PlanInputs, Settings, _backward_moments, plan_memory
+from rlhfkit.memory.plan import PlanInputs, Settings, Term, _backward_moments, accumulates, plan_memory
 from rlhfkit.memory.shapes import PRESETS, ModelShape
 
 GB = 1e9
@@ -108,14 +110,36 @@ def test_advice_on_cpu_leaves_out_offload_and_lists_a_fix():
     assert fix is not None and fix.needed < needed(plan_memory(inputs), "cpu")
 
 
+def test_a_budget_that_splits_a_step_keeps_earlier_gradients_alive():
+    base = dict(mini_batch=4, grad_accum=1, prompt_len=16, response_len=16)  # a step: 4 rows × 32 = 128 tokens
+    assert not accumulates(Settings(**base)) and not accumulates(Settings(**base, micro_batch_tokens=128))
+    assert accumulates(Settings(**base, micro_batch_tokens=127))  # the step is cut in two: accumulated
+    assert accumulates(Settings(**{**base, "grad_accum": 2}))
+    # in the plan: the first backward moment then carries the gradients made so far
+    grads = {"policy": [Term("policy", "gradients", 100.0, "")], "critic": [Term("critic", "gradients", 50.0, "")]}
+
+    def first_moment_gradients(budget: int) -> float:
+        moment = _backward_moments(_small(micro_batch_tokens=budget, shared_value_head=False), grads)[0]
+        return sum(x.bytes for x in moment if x.name == "gradients")
+
+    assert first_moment_gradients(64) == 150.0 and first_moment_gradients(128) == 0.0
+
+
 def test_advice_under_a_token_budget_halves_the_budget_not_the_rows():
-    inputs = _small(micro_batch_tokens=256, grad_accum=4, shared_value_head=False)
+    inputs = _small(micro_batch_tokens=256, grad_accum=4, shared_value_head=False, rollout_batch=16)
     single, _ = advise(inputs, 1e6, "cpu")  # nothing fits in 1 MB: every lever is listed with its figure
     labels = [a.label for a in single]
     assert "token budget 256 → 128 (same step)" in labels
     assert not any(label.startswith("mini-batch") for label in labels)  # the step's rows are re-split anyway
     halved = next(a for a in single if a.label.startswith("token budget"))
     assert halved.needed < needed(plan_memory(inputs), "cpu")
+    # a budget above what a step holds (16 rows × 32 = 512 tokens) is halved from what it can hold
+    labels = [a.label for a in advise(replace(inputs, settings=replace(inputs.settings, micro_batch_tokens=4096)),
+                                      1e6, "cpu")[0]]
+    assert "token budget 4096 → 256 (same step)" in labels
+    # at or below one row's width (32 tokens) a row goes alone: no budget change is offered
+    tiny = replace(inputs, settings=replace(inputs.settings, micro_batch_tokens=32))
+    assert not any(a.label.startswith("token budget") for a in advise(tiny, 1e6, "cpu")[0])
 
 
 def test_plan_inputs_from_the_default_preset():
@@ -142,7 +166,7 @@ def test_plan_inputs_follow_the_memory_knobs():
 
 def test_token_budget_sizes_the_micro_batch_by_its_tokens_not_its_rows():
     def backward_start(**settings) -> dict:  # the first backward moment: activations + saved logits path
-        terms = _backward_moments(_small(shared_value_head=False, **settings), {})[0]
+        terms = _backward_moments(_small(shared_value_head=False, rollout_batch=16, **settings), {})[0]
         return {(x.model, x.name): x.bytes for x in terms}
 
     per_token = (2 * 2688 + 384) * 4  # saved activations per token, as in test_small_plan_by_hand
@@ -161,5 +185,5 @@ def test_token_budget_sizes_the_micro_batch_by_its_tokens_not_its_rows():
     assert alone[("policy", "activations")] == 32 * per_token
     assert alone[("policy", "logits path (saved)")] == 1 * 16 * 512 * 4
     # the experience forwards run on the same micro-batches: larger with the larger budget
-    experience = lambda **kw: plan_memory(_small(**kw)).phases[1].total
+    experience = lambda **kw: plan_memory(_small(rollout_batch=16, **kw)).phases[1].total
     assert experience(micro_batch_tokens=256, grad_accum=4) > experience(grad_accum=4)
