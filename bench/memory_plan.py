@@ -38,15 +38,15 @@ from rlhfkit.memory.shapes import ModelShape, shape_from_hf_config
 from rlhfkit.models.actor_critic import ActorCritic
 from rlhfkit.models.lora import AdapterFreeReference, add_lora
 from rlhfkit.models.scoring import sequence_scores
-from rlhfkit.models.value_head import SharedValueHead
 from rlhfkit.models.packed_attention import use_packed_attention
+from rlhfkit.models.value_head import SharedValueHead
 from rlhfkit.rollout.experience import AdvantageSettings, make_experience
 from rlhfkit.rollout.generation import HFGenerationBackend, truncate_after_eos
 from rlhfkit.rollout.types import Rollout
+from rlhfkit.stages.ppo import _experience_micro_batches
 from rlhfkit.training.distributed import Collectives
 from rlhfkit.training.faults import FaultGuard
 from rlhfkit.training.loop import make_accelerator
-from rlhfkit.stages.ppo import _experience_micro_batches
 from rlhfkit.training.ppo_update import ppo_update
 
 TOLERANCE = 0.15
@@ -66,7 +66,6 @@ class Case:
     shared: bool = False  # ppo.value_head: shared (a scalar head on the policy, no critic model)
     value_lora: bool = False  # ppo.value_lora: the critic as adapters (r = 8) + its scalar head
     budget: int | None = None  # ppo.micro_batch_tokens: packed micro-batches of ≤ this many tokens
-    accum: int = 1  # ppo.gradient_accumulation_steps: a step's mini × accum rows, which a budget re-splits
 
 
 CASES = [
@@ -141,13 +140,13 @@ def build_models(case: Case):
 def plan_for(case: Case, shape: ModelShape):
     settings = Settings(precision="half" if case.bf16 else "fp32", device="cpu", shared_value_head=case.shared, gradient_checkpointing=case.checkpointing, lora_rank=8 if case.lora else None,
                         value_lora_rank=8 if case.value_lora else None,
-                        rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=case.accum,
+                        rollout_batch=case.rollout, mini_batch=case.mini, grad_accum=1,
                         micro_batch_tokens=case.budget, prompt_len=case.prompt, response_len=case.response)
     return plan_memory(PlanInputs("ppo", shape, shape, shape, settings))
 
 
 def _ppo_config(case: Case) -> PPOConfig:
-    return PPOConfig(batch_size=case.rollout, mini_batch_size=case.mini, gradient_accumulation_steps=case.accum, ppo_epochs=1,
+    return PPOConfig(batch_size=case.rollout, mini_batch_size=case.mini, gradient_accumulation_steps=1, ppo_epochs=1,
                      micro_batch_tokens=case.budget,
                      generation=GenerationSection(max_new_tokens=case.response, max_prompt_length=case.prompt))
 

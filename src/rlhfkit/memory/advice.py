@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rlhfkit.memory.plan import MemoryPlan, PlanInputs, Settings, plan_memory
+from rlhfkit.memory.plan import MemoryPlan, PlanInputs, Settings, plan_memory, step_tokens
 from rlhfkit.memory.terms import GB
 
 ALLOWANCE = {"cuda": (1.0 * GB, 0.10), "cpu": (0.0, 0.10)}
@@ -71,9 +71,8 @@ def candidate_changes(inputs: PlanInputs, device_kind: str = "cuda") -> list[Cha
         out.append(Change("gradient checkpointing (≈ +33 % compute)", "--gradient-checkpointing",
                           lambda x: replace(x, gradient_checkpointing=True)))
     if ppo and s.micro_batch_tokens is not None:  # packed micro-batches: the budget, not the rows, sizes them
-        seq = s.prompt_len + s.response_len
-        effective = min(s.micro_batch_tokens, s.mini_batch * s.grad_accum * seq)  # a step holds no more
-        if effective > seq:  # at or below one row's width a row goes alone: a smaller budget changes nothing
+        effective = min(s.micro_batch_tokens, step_tokens(s))  # a step holds no more
+        if effective > s.prompt_len + s.response_len:  # at or below one row's width a row goes alone: a smaller budget changes nothing
             budget = effective // 2
             out.append(Change(f"token budget {s.micro_batch_tokens} → {budget} (same step)",
                               f"--set ppo.micro_batch_tokens={budget}", lambda x: replace(x, micro_batch_tokens=budget)))

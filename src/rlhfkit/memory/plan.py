@@ -57,6 +57,11 @@ class Settings:
     device: Literal["cuda", "cpu"] = "cuda"  # the allowance differs (docs/memory.md)
 
 
+def step_tokens(s: Settings) -> int:
+    """Tokens of one optimiser step's rows (mini_batch × grad_accum) at the full width Tq + Tr."""
+    return s.mini_batch * s.grad_accum * (s.prompt_len + s.response_len)
+
+
 def ppo_micro_batch_tokens(s: Settings) -> tuple[int, int]:
     """(tokens through a model, response tokens among them) in one PPO micro-batch, at most.
 
@@ -69,15 +74,14 @@ def ppo_micro_batch_tokens(s: Settings) -> tuple[int, int]:
     if s.micro_batch_tokens is None:
         return s.mini_batch * seq, s.mini_batch * tr
     budget, step_rows = s.micro_batch_tokens, s.mini_batch * s.grad_accum
-    return min(max(budget, seq), step_rows * seq), min(max(tr, -(-budget * tr // (tr + 1))), step_rows * tr)
+    return min(max(budget, seq), step_tokens(s)), min(max(tr, -(-budget * tr // (tr + 1))), step_rows * tr)
 
 
 def accumulates(s: Settings) -> bool:
     """Whether a micro-batch's backward can run with earlier micro-batches' gradients alive: with
     gradient accumulation, and under a token budget smaller than a step's rows at full width (the
     step is then split into several micro-batches, accumulated under no_sync, training/ppo_update.py)."""
-    step_tokens = s.mini_batch * s.grad_accum * (s.prompt_len + s.response_len)
-    return s.grad_accum > 1 or (s.micro_batch_tokens is not None and s.micro_batch_tokens < step_tokens)
+    return s.grad_accum > 1 or (s.micro_batch_tokens is not None and s.micro_batch_tokens < step_tokens(s))
 
 
 @dataclass(frozen=True)
